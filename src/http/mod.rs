@@ -1,0 +1,351 @@
+//! The HTTP API (axum): thin handlers that extract a request, call one core function on
+//! [`Cairn`] and map the result. No storage access here; no HTTP types below here.
+
+pub mod error;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Query, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use tracing::Instrument;
+
+use crate::error::Error;
+use crate::extract::{Block, ExtractedDoc, FileType};
+use crate::search::SearchRequest;
+use crate::service::{Cairn, IngestFile, IngestReport, IngestStatus};
+use error::{too_large, ApiError, InternalCause};
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub cairn: Arc<Cairn>,
+}
+
+/// JSON body extractor whose rejections become Cairn's JSON errors.
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct ApiJson<T>(pub T);
+
+/// The router with every route and middleware.
+pub fn router(cairn: Arc<Cairn>) -> Router {
+    let upload_limit = cairn.config.server.max_upload_bytes;
+    let json_limit = cairn.config.server.max_json_bytes;
+    let state = AppState { cairn };
+    Router::new()
+        .route(
+            "/sources",
+            post(create_sources)
+                .get(list_sources)
+                .layer(DefaultBodyLimit::max(upload_limit)),
+        )
+        .route("/sources/{id}", get(get_source).delete(delete_source))
+        .route(
+            "/search",
+            post(search).layer(DefaultBodyLimit::max(json_limit)),
+        )
+        .route("/stats", get(stats))
+        .route("/health", get(health))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(observe))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves, then finishes in-flight requests.
+pub async fn serve(
+    cairn: Arc<Cairn>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(cairn);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+/// Request id, a span per request, one access log line, and the single place where internal
+/// error causes are logged.
+async fn observe(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.chars().all(|c| c.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let span =
+        tracing::info_span!("request", request_id = %request_id, method = %method, path = %path);
+    let mut resp = next.run(req).instrument(span.clone()).await;
+    let ms = started.elapsed().as_secs_f64() * 1e3;
+    let status = resp.status().as_u16();
+    span.in_scope(|| {
+        if let Some(InternalCause(cause)) = resp.extensions().get::<InternalCause>() {
+            tracing::error!(status, error = %cause, "internal error");
+        }
+        tracing::info!(status, ms, "request finished");
+    });
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "route_not_found", "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this route",
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TextSource {
+    /// External id; when absent the text's hash identifies it.
+    id: Option<String>,
+    title: Option<String>,
+    text: String,
+    #[serde(default)]
+    metadata: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `POST /sources`: multipart files (plus an optional `metadata` JSON field applied to all), or a
+/// JSON `{id?, title?, text, metadata?}`.
+async fn create_sources(State(st): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    let ctype = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let cairn = st.cairn.clone();
+    let reports = if ctype.starts_with("multipart/form-data") {
+        let mut mp = Multipart::from_request(req, &st).await.map_err(|r| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "malformed_multipart",
+                r.body_text(),
+            )
+        })?;
+        let mut files = Vec::new();
+        let mut shared_meta = serde_json::Map::new();
+        while let Some(field) = mp.next_field().await? {
+            let name = field.name().unwrap_or_default().to_string();
+            match field.file_name().map(str::to_string) {
+                Some(fname) if !fname.is_empty() => {
+                    let bytes = field.bytes().await?;
+                    files.push(IngestFile { name: fname, bytes: bytes.to_vec(), metadata: Default::default() });
+                }
+                _ if name == "metadata" => {
+                    let text = field.text().await?;
+                    shared_meta = serde_json::from_str(&text).map_err(|e| {
+                        ApiError::new(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            "invalid_request",
+                            format!("field `metadata` must be a JSON object: {e}"),
+                        )
+                    })?;
+                }
+                _ => {
+                    return Err(ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "invalid_request",
+                        format!("unexpected form field `{name}`: send files (with a filename) and an optional `metadata` field"),
+                    ))
+                }
+            }
+        }
+        if files.is_empty() {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                "no files in the upload",
+            ));
+        }
+        for f in &mut files {
+            f.metadata = shared_meta.clone();
+        }
+        cairn.ingest_files(files, &|_| {}).await?
+    } else if ctype.starts_with("application/json") {
+        let bytes = Bytes::from_request(req, &st).await.map_err(|r| {
+            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                too_large()
+            } else {
+                ApiError::new(StatusCode::BAD_REQUEST, "bad_request", r.body_text())
+            }
+        })?;
+        if bytes.len() > cairn.config.server.max_json_bytes {
+            return Err(too_large());
+        }
+        let body: TextSource = serde_json::from_slice(&bytes).map_err(|e| {
+            if e.is_syntax() || e.is_eof() {
+                ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", e.to_string())
+            } else {
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_request",
+                    e.to_string(),
+                )
+            }
+        })?;
+        let doc = text_doc(body)?;
+        let label = doc.external_id.clone().unwrap_or_default();
+        cairn.ingest_docs(vec![(label, doc)], &|_| {}).await?
+    } else {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send multipart/form-data files or an application/json {title, text, metadata} body",
+        ));
+    };
+    Ok(ingest_response(reports))
+}
+
+fn text_doc(body: TextSource) -> Result<ExtractedDoc, ApiError> {
+    let text = body.text.trim();
+    if text.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            "`text` must not be empty",
+        ));
+    }
+    let blocks: Vec<Block> = text
+        .split("\n\n")
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| Block {
+            text: p.to_string(),
+            page: None,
+            section: Vec::new(),
+        })
+        .collect();
+    let title = body
+        .title
+        .filter(|t| !t.trim().is_empty())
+        .unwrap_or_else(|| text.chars().take(80).collect::<String>());
+    let external_id = body.id.unwrap_or_else(|| {
+        use sha2::Digest;
+        format!(
+            "text:{}",
+            &hex::encode(sha2::Sha256::digest(text.as_bytes()))[..24]
+        )
+    });
+    Ok(ExtractedDoc {
+        external_id: Some(external_id),
+        title,
+        metadata: body.metadata,
+        file_type: FileType::Txt,
+        blocks,
+    })
+}
+
+/// 201 when anything was created or updated, 200 when everything was unchanged; when every
+/// file failed, the first failure's status (415 for an unsupported type, else 422).
+fn ingest_response(reports: Vec<IngestReport>) -> Response {
+    let any_written = reports
+        .iter()
+        .any(|r| matches!(r.status, IngestStatus::Created | IngestStatus::Updated));
+    let all_failed =
+        !reports.is_empty() && reports.iter().all(|r| r.status == IngestStatus::Failed);
+    if all_failed {
+        let first = reports[0]
+            .error
+            .clone()
+            .expect("failed report has an error");
+        let status = if first.code == "unsupported_media_type" {
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
+        } else {
+            StatusCode::UNPROCESSABLE_ENTITY
+        };
+        let body =
+            json!({"error": {"code": first.code, "message": first.message}, "sources": reports});
+        return (status, Json(body)).into_response();
+    }
+    let status = if any_written {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let overall = if any_written { "written" } else { "unchanged" };
+    (status, Json(json!({"status": overall, "sources": reports}))).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListParams {
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+async fn list_sources(
+    State(st): State<AppState>,
+    q: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(p) = q?;
+    let page = st
+        .cairn
+        .list_sources(p.limit.unwrap_or(50), p.cursor.as_deref())
+        .await?;
+    Ok(Json(page).into_response())
+}
+
+async fn get_source(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(st.cairn.get_source(&id).await?).into_response())
+}
+
+async fn delete_source(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    st.cairn.delete_source(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn search(
+    State(st): State<AppState>,
+    ApiJson(req): ApiJson<SearchRequest>,
+) -> Result<Response, ApiError> {
+    if let Some(l) = req.limit {
+        if !(1..=100).contains(&l) {
+            return Err(Error::InvalidInput("limit must be between 1 and 100".into()).into());
+        }
+    }
+    Ok(Json(st.cairn.search(req).await?).into_response())
+}
+
+async fn stats(State(st): State<AppState>) -> Result<Response, ApiError> {
+    Ok(Json(st.cairn.stats().await?).into_response())
+}
+
+async fn health(State(st): State<AppState>) -> Response {
+    let h = st.cairn.health().await;
+    let status = if h.ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(h)).into_response()
+}

@@ -1,0 +1,18 @@
+//! Cairn: one self-contained binary that turns a folder of documents into a searchable,
+//! answerable knowledge base. See `docs/architecture.md` for how the layers fit together:
+//! `http` (thin axum handlers) → `service` (ingest, search, sources) → `store` (LanceDB +
+//! tantivy, kept consistent by a journal) and `embed` (ONNX models), with `extract` and `chunk`
+//! turning files into token-bounded chunks.
+
+pub mod bench;
+pub mod chunk;
+pub mod config;
+pub mod embed;
+pub mod error;
+pub mod eval;
+pub mod extract;
+pub mod http;
+pub mod search;
+pub mod service;
+pub mod store;
+pub mod testdata;

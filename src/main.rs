@@ -1,0 +1,865 @@
+//! The `cairn` command line: serve, ingest, search, sources, delete, stats, check, eval.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use cairn::config::{Config, Overrides};
+use cairn::error::Error;
+use cairn::extract::FileType;
+use cairn::search::{Mode, SearchRequest};
+use cairn::service::{Cairn, IngestFile, IngestReport, IngestStatus};
+
+#[derive(Parser)]
+#[command(
+    name = "cairn",
+    version,
+    about = "A self-contained search and RAG server over your documents"
+)]
+struct Cli {
+    /// Configuration file (default: ./cairn.toml when it exists).
+    #[arg(long, global = true, env = "CAIRN_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory (default: ./data/store).
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the HTTP server.
+    Serve {
+        /// Address to bind (default 127.0.0.1:8000).
+        #[arg(long)]
+        addr: Option<SocketAddr>,
+    },
+    /// Ingest files and folders (recursively).
+    Ingest {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Upload to a running server instead of writing the data dir.
+        #[arg(long)]
+        server: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Search the knowledge base.
+    Search {
+        query: String,
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+        #[arg(long, default_value = "hybrid")]
+        mode: Mode,
+        /// Show each hit's BM25 and vector ranks.
+        #[arg(long)]
+        explain: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List sources.
+    Sources {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a source by id or by the path/external id it was ingested under.
+    Delete { source: String },
+    /// Counts, sizes and index state.
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verify that the sources table, vector index and keyword index agree.
+    Check {
+        /// Fix differences from the source of truth (sources table + LanceDB chunks).
+        #[arg(long)]
+        repair: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Benchmarks: `ingest` times the pipeline against bare ONNX Runtime on the same batches.
+    Bench {
+        /// What to measure (only `ingest` for now).
+        #[arg(value_parser = ["ingest"])]
+        what: String,
+        /// A BEIR-format folder whose corpus is ingested.
+        #[arg(long)]
+        dataset: PathBuf,
+        /// Use only the first N documents.
+        #[arg(long)]
+        limit: Option<usize>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Retrieval evaluation on a BEIR-format folder.
+    Eval {
+        #[arg(long)]
+        dataset: PathBuf,
+        #[arg(long, default_value = "test")]
+        split: String,
+        /// hybrid, vector, keyword, or all.
+        #[arg(long, default_value = "hybrid")]
+        mode: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let addr = match &cli.cmd {
+        Cmd::Serve { addr } => *addr,
+        _ => None,
+    };
+    let overrides = Overrides {
+        data_dir: cli.data_dir.clone(),
+        addr,
+    };
+    let config = match Config::load(cli.config.as_deref(), &overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config, matches!(cli.cmd, Cmd::Serve { .. }));
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli, config)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(config: &Config, serving: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = if serving {
+        config.log.level.clone()
+    } else {
+        "warn".to_string()
+    };
+    let filter = EnvFilter::try_from_env("CAIRN_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let json = match config.log.format.as_str() {
+        "json" => true,
+        "pretty" => false,
+        _ => !std::io::stderr().is_terminal(),
+    };
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        b.json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
+    } else {
+        b.init();
+    }
+}
+
+async fn run(cli: Cli, config: Config) -> Result<ExitCode, Error> {
+    match cli.cmd {
+        Cmd::Serve { .. } => serve(config).await,
+        Cmd::Ingest {
+            paths,
+            server,
+            json,
+        } => match server {
+            Some(url) => ingest_remote(&config, &paths, &url, json).await,
+            None => ingest_local(config, &paths, json).await,
+        },
+        Cmd::Search {
+            query,
+            limit,
+            mode,
+            explain,
+            json,
+        } => {
+            let cairn = Cairn::open_with(config, false).await?;
+            let req = SearchRequest {
+                query,
+                limit: Some(limit),
+                mode,
+                explain,
+                ..Default::default()
+            };
+            let resp = cairn.search(req).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&resp)?);
+            } else {
+                if resp.results.is_empty() {
+                    println!("no results");
+                }
+                for (i, h) in resp.results.iter().enumerate() {
+                    let mut loc = String::new();
+                    if let Some(p) = h.page {
+                        loc.push_str(&format!(" p.{p}"));
+                    }
+                    if let Some(s) = &h.section {
+                        loc.push_str(&format!(" § {s}"));
+                    }
+                    println!(
+                        "{:>2}. [{:.4}] {}{}  ({})",
+                        i + 1,
+                        h.score,
+                        h.title,
+                        loc,
+                        h.external_id
+                    );
+                    println!("    {}", plain_snippet(&h.snippet));
+                    if let Some(e) = &h.scores {
+                        println!(
+                            "    bm25 {:?} (rank {:?}), vector distance {:?} (rank {:?})",
+                            e.bm25, e.bm25_rank, e.vector_distance, e.vector_rank
+                        );
+                    }
+                }
+                println!("{} results in {:.1} ms", resp.results.len(), resp.took_ms);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Sources { json } => {
+            let cairn = Cairn::open_with(config, false).await?;
+            let mut all = Vec::new();
+            let mut cursor: Option<String> = None;
+            loop {
+                let page = cairn.list_sources(1000, cursor.as_deref()).await?;
+                all.extend(page.sources);
+                match page.next_cursor {
+                    Some(c) => cursor = Some(c),
+                    None => break,
+                }
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&all)?);
+            } else {
+                for s in &all {
+                    println!(
+                        "{}  {:>4} chunks  {:<5} {}  ({})",
+                        s.id, s.chunk_count, s.file_type, s.title, s.external_id
+                    );
+                }
+                println!("{} sources", all.len());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Delete { source } => {
+            let cairn = Cairn::open(config).await?;
+            let found = cairn.resolve_source(&source).await?;
+            cairn.delete_source(&found.id).await?;
+            println!("deleted {} ({})", found.id, found.external_id);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Stats { json } => {
+            let cairn = Cairn::open_with(config, false).await?;
+            let s = cairn.stats().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                println!("sources          {}", s.sources);
+                println!("chunks (vector)  {}", s.chunks_vector);
+                println!("chunks (keyword) {}", s.chunks_keyword);
+                println!("vector bytes     {}", s.index_bytes.vector);
+                println!("keyword bytes    {}", s.index_bytes.keyword);
+                println!(
+                    "embedding model  {} ({} dims)",
+                    s.embedding_model, s.embedding_dim
+                );
+                println!(
+                    "vector index     {} (ann from {} chunks)",
+                    s.ann_index.state, s.ann_index.min_rows
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Check { repair, json } => check(config, repair, json).await,
+        Cmd::Bench { what: _, dataset, limit, json } => {
+            let mut config = config;
+            let _scratch = if cli.data_dir.is_some() {
+                None
+            } else {
+                let t = tempfile_dir()?;
+                config.data_dir = t.clone();
+                Some(ScratchDir(t))
+            };
+            let docs = cairn::bench::corpus(&dataset, limit)?;
+            let r = cairn::bench::ingest(config, docs).await?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "{} docs, {} chunks (batch {}): onnx {:.1} s ({:.1} chunks/s), tokenize {:.2} s, pipeline {:.1} s ({:.1} chunks/s, {:.1} docs/s), pipeline/onnx {:.3}",
+                    r.docs, r.chunks, r.batch_size, r.onnx_s, r.onnx_chunks_per_s, r.tokenize_s, r.pipeline_s,
+                    r.pipeline_chunks_per_s, r.pipeline_docs_per_s, r.overhead_ratio
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Eval {
+            dataset,
+            split,
+            mode,
+            json,
+        } => {
+            eval(
+                config,
+                cli.data_dir.is_some(),
+                &dataset,
+                &split,
+                &mode,
+                json,
+            )
+            .await
+        }
+    }
+}
+
+fn plain_snippet(s: &str) -> String {
+    let tty = std::io::stdout().is_terminal();
+    let (on, off) = if tty {
+        ("\x1b[1m", "\x1b[0m")
+    } else {
+        ("", "")
+    };
+    let s = s.replace("<mark>", on).replace("</mark>", off);
+    html_unescape(&s)
+}
+
+fn html_unescape(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#x27;", "'")
+        .replace("&amp;", "&")
+}
+
+async fn serve(config: Config) -> Result<ExitCode, Error> {
+    let addr = config.server.addr;
+    let cairn = Arc::new(Cairn::open(config).await?);
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        Error::InvalidInput(format!(
+            "cannot listen on {addr}: {e} (is another server using the port? try --addr)"
+        ))
+    })?;
+    let local = listener.local_addr()?;
+    tracing::info!(addr = %local, data_dir = %cairn.config.data_dir.display(), "cairn listening");
+    // A machine-readable line for scripts and tests that bind port 0.
+    println!("cairn listening on http://{local}");
+    cairn::http::serve(cairn.clone(), listener, shutdown_signal()).await?;
+    tracing::info!("shutting down: in-flight requests finished");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown signal received");
+}
+
+/// Files to ingest: named files as given; folders walked recursively, keeping supported types.
+fn collect_files(paths: &[PathBuf]) -> (Vec<PathBuf>, usize, Vec<(String, String)>) {
+    let mut files = Vec::new();
+    let mut skipped = 0;
+    let mut missing = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            for e in walkdir::WalkDir::new(p)
+                .sort_by_file_name()
+                .into_iter()
+                .filter_map(|e| e.ok())
+            {
+                if !e.file_type().is_file() {
+                    continue;
+                }
+                let hidden = e.file_name().to_string_lossy().starts_with('.');
+                if !hidden && FileType::from_name(&e.file_name().to_string_lossy()).is_some() {
+                    files.push(e.into_path());
+                } else {
+                    skipped += 1;
+                }
+            }
+        } else if p.is_file() {
+            files.push(p.clone());
+        } else {
+            missing.push((
+                p.display().to_string(),
+                "no such file or directory".to_string(),
+            ));
+        }
+    }
+    (files, skipped, missing)
+}
+
+fn external_name(p: &Path) -> String {
+    std::fs::canonicalize(p)
+        .unwrap_or_else(|_| p.to_path_buf())
+        .display()
+        .to_string()
+}
+
+struct Progress {
+    bar: Option<ProgressBar>,
+    json: bool,
+}
+
+impl Progress {
+    fn new(total: usize, json: bool) -> Self {
+        let bar = if !json && std::io::stderr().is_terminal() {
+            let b = ProgressBar::new(total as u64);
+            b.set_style(
+                ProgressStyle::with_template(
+                    "{bar:30} {pos}/{len} files {msg} [{elapsed_precise}, eta {eta}]",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            Some(b)
+        } else {
+            None
+        };
+        Self { bar, json }
+    }
+
+    fn report(&self, r: &IngestReport) {
+        let line = match (&r.error, r.status) {
+            (Some(e), _) => format!("failed     {}: {} ({})", r.file, e.message, e.code),
+            (None, s) => format!(
+                "{:<10} {} ({} chunks)",
+                format!("{s:?}").to_lowercase(),
+                r.file,
+                r.chunks
+            ),
+        };
+        match &self.bar {
+            Some(b) => {
+                if r.error.is_some() {
+                    b.println(line);
+                }
+                b.set_message(r.file.rsplit('/').next().unwrap_or_default().to_string());
+            }
+            None if self.json => {}
+            None => eprintln!("{line}"),
+        }
+    }
+
+    fn file_done(&self) {
+        if let Some(b) = &self.bar {
+            b.inc(1);
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+fn summarize(reports: &[IngestReport], skipped: usize, json: bool) -> ExitCode {
+    let count = |s: IngestStatus| reports.iter().filter(|r| r.status == s).count();
+    let failed = count(IngestStatus::Failed);
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "created": count(IngestStatus::Created),
+                "updated": count(IngestStatus::Updated),
+                "unchanged": count(IngestStatus::Unchanged),
+                "failed": failed,
+                "skipped": skipped,
+                "chunks": reports.iter().map(|r| r.chunks as u64).sum::<u64>(),
+                "sources": reports,
+            })
+        );
+    } else {
+        println!(
+            "{} created, {} updated, {} unchanged, {} failed, {} skipped (unsupported or hidden)",
+            count(IngestStatus::Created),
+            count(IngestStatus::Updated),
+            count(IngestStatus::Unchanged),
+            failed,
+            skipped
+        );
+    }
+    if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+async fn ingest_local(config: Config, paths: &[PathBuf], json: bool) -> Result<ExitCode, Error> {
+    let (files, skipped, missing) = collect_files(paths);
+    let max = config.ingest.max_file_bytes;
+    let group = config.ingest.batch_sources;
+    let cairn = Cairn::open(config).await?;
+    let progress = Progress::new(files.len(), json);
+    let mut reports: Vec<IngestReport> = Vec::new();
+    for (name, why) in missing {
+        let r = failed_report(&name, "not_found", &why);
+        progress.report(&r);
+        reports.push(r);
+    }
+    for part in files.chunks(group) {
+        let mut batch = Vec::new();
+        for p in part {
+            let name = external_name(p);
+            match std::fs::metadata(p).map(|m| m.len()) {
+                Ok(n) if n > max => {
+                    let r = failed_report(
+                        &name,
+                        "payload_too_large",
+                        &format!("file is {n} bytes; ingest.max_file_bytes is {max}"),
+                    );
+                    progress.report(&r);
+                    reports.push(r);
+                }
+                _ => match std::fs::read(p) {
+                    Ok(bytes) => batch.push(IngestFile {
+                        name,
+                        bytes,
+                        metadata: Default::default(),
+                    }),
+                    Err(e) => {
+                        let r = failed_report(&name, "unreadable_document", &e.to_string());
+                        progress.report(&r);
+                        reports.push(r);
+                    }
+                },
+            }
+        }
+        let n = batch.len();
+        let out = cairn.ingest_files(batch, &|r| progress.report(r)).await?;
+        for _ in 0..n {
+            progress.file_done();
+        }
+        reports.extend(out);
+    }
+    progress.finish();
+    cairn.optimize().await?;
+    Ok(summarize(&reports, skipped, json))
+}
+
+fn failed_report(file: &str, code: &str, message: &str) -> IngestReport {
+    IngestReport {
+        file: file.to_string(),
+        status: IngestStatus::Failed,
+        source_id: None,
+        external_id: None,
+        title: None,
+        chunks: 0,
+        error: Some(cairn::service::ErrorBody {
+            code: code.into(),
+            message: message.into(),
+        }),
+    }
+}
+
+async fn ingest_remote(
+    config: &Config,
+    paths: &[PathBuf],
+    url: &str,
+    json: bool,
+) -> Result<ExitCode, Error> {
+    let (files, skipped, missing) = collect_files(paths);
+    let client = reqwest::Client::new();
+    let endpoint = format!("{}/sources", url.trim_end_matches('/'));
+    let progress = Progress::new(files.len(), json);
+    let mut reports: Vec<IngestReport> = Vec::new();
+    for (name, why) in missing {
+        let r = failed_report(&name, "not_found", &why);
+        progress.report(&r);
+        reports.push(r);
+    }
+    // Keep each request under the server's default upload limit.
+    let budget = (config.server.max_upload_bytes / 2).max(1);
+    let mut i = 0;
+    while i < files.len() {
+        let mut form = reqwest::multipart::Form::new();
+        let mut size = 0usize;
+        let mut n = 0;
+        while i < files.len() && (n == 0 || size < budget) && n < 64 {
+            let p = &files[i];
+            let bytes = std::fs::read(p)?;
+            size += bytes.len();
+            form = form.part(
+                "file",
+                reqwest::multipart::Part::bytes(bytes).file_name(external_name(p)),
+            );
+            n += 1;
+            i += 1;
+        }
+        let resp = client
+            .post(&endpoint)
+            .multipart(form)
+            .send()
+            .await
+            .map_err(|e| Error::InvalidInput(format!("cannot reach {endpoint}: {e}")))?;
+        let status = resp.status();
+        let body: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
+        let list = body
+            .get("sources")
+            .and_then(|s| s.as_array())
+            .cloned()
+            .unwrap_or_default();
+        if list.is_empty() && !status.is_success() {
+            let msg = body
+                .pointer("/error/message")
+                .and_then(|m| m.as_str())
+                .unwrap_or("request failed")
+                .to_string();
+            return Err(Error::InvalidInput(format!(
+                "server answered {status}: {msg}"
+            )));
+        }
+        for item in list {
+            let r = IngestReport {
+                file: item
+                    .get("file")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_string(),
+                status: match item.get("status").and_then(|v| v.as_str()) {
+                    Some("created") => IngestStatus::Created,
+                    Some("updated") => IngestStatus::Updated,
+                    Some("unchanged") => IngestStatus::Unchanged,
+                    _ => IngestStatus::Failed,
+                },
+                source_id: item
+                    .get("source_id")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string),
+                external_id: item
+                    .get("external_id")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string),
+                title: item
+                    .get("title")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string),
+                chunks: item.get("chunks").and_then(|v| v.as_u64()).unwrap_or(0) as u32,
+                error: item
+                    .get("error")
+                    .and_then(|e| serde_json::from_value::<ErrorJson>(e.clone()).ok())
+                    .map(|e| cairn::service::ErrorBody {
+                        code: e.code,
+                        message: e.message,
+                    }),
+            };
+            progress.report(&r);
+            reports.push(r);
+        }
+        for _ in 0..n {
+            progress.file_done();
+        }
+    }
+    progress.finish();
+    Ok(summarize(&reports, skipped, json))
+}
+
+#[derive(serde::Deserialize)]
+struct ErrorJson {
+    code: String,
+    message: String,
+}
+
+async fn check(config: Config, repair: bool, json: bool) -> Result<ExitCode, Error> {
+    let cairn = Cairn::open_with(config, repair).await?;
+    let (report, removed) = if repair {
+        cairn.store.repair().await?
+    } else {
+        (cairn.store.check().await?, Vec::new())
+    };
+    let after = if repair {
+        Some(cairn.store.check().await?)
+    } else {
+        None
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "consistent": report.is_consistent(),
+                "report": report,
+                "repaired": repair,
+                "removed_half_written": removed,
+                "after_repair": after,
+            })
+        );
+    } else {
+        println!(
+            "sources {}, chunks: vector {}, keyword {}",
+            report.sources, report.chunks_vector, report.chunks_keyword
+        );
+        let show = |name: &str, v: &Vec<String>| {
+            if !v.is_empty() {
+                let head: Vec<&String> = v.iter().take(10).collect();
+                println!(
+                    "{name}: {} {:?}{}",
+                    v.len(),
+                    head,
+                    if v.len() > 10 { " …" } else { "" }
+                );
+            }
+        };
+        show("orphan vector chunks", &report.orphan_vector_chunks);
+        show("orphan keyword chunks", &report.orphan_keyword_chunks);
+        show(
+            "chunks missing from keyword index",
+            &report.missing_keyword_chunks,
+        );
+        show("duplicate chunk ids", &report.duplicate_chunks);
+        show("half-written sources", &report.half_written_sources);
+        if report.pending_journal > 0 {
+            println!("interrupted writes pending: {}", report.pending_journal);
+        }
+        if report.is_consistent() {
+            println!("consistent");
+        } else if let Some(a) = &after {
+            show("removed half-written sources (re-ingest them)", &removed);
+            println!(
+                "{}",
+                if a.is_consistent() {
+                    "repaired: consistent now"
+                } else {
+                    "repair incomplete"
+                }
+            );
+        } else {
+            println!("inconsistent: run `cairn check --repair`");
+        }
+    }
+    let ok = after
+        .as_ref()
+        .map(|a| a.is_consistent())
+        .unwrap_or(report.is_consistent());
+    Ok(if ok && (repair || report.is_consistent()) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn eval(
+    config: Config,
+    reuse: bool,
+    dataset: &Path,
+    split: &str,
+    mode: &str,
+    json: bool,
+) -> Result<ExitCode, Error> {
+    let modes: Vec<Mode> = if mode == "all" {
+        vec![Mode::Hybrid, Mode::Keyword, Mode::Vector]
+    } else {
+        vec![mode.parse::<Mode>().map_err(Error::InvalidInput)?]
+    };
+    let mut config = config;
+    let _scratch = if reuse {
+        None
+    } else {
+        let t = tempfile_dir()?;
+        config.data_dir = t.clone();
+        Some(ScratchDir(t))
+    };
+    let cairn = Cairn::open(config).await?;
+    let corpus = cairn::eval::load_corpus(dataset)?;
+    let total = corpus.len();
+    eprintln!(
+        "eval: ingesting {total} documents into {}",
+        cairn.config.data_dir.display()
+    );
+    let started = std::time::Instant::now();
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let reports = cairn
+        .ingest_docs(corpus, &|_| {
+            let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            if n % 500 == 0 {
+                eprintln!("eval: {n}/{total} documents");
+            }
+        })
+        .await?;
+    cairn.optimize().await?;
+    let secs = started.elapsed().as_secs_f64();
+    let written: Vec<&IngestReport> = reports
+        .iter()
+        .filter(|r| matches!(r.status, IngestStatus::Created | IngestStatus::Updated))
+        .collect();
+    let chunks: u64 = written.iter().map(|r| r.chunks as u64).sum();
+    if !written.is_empty() {
+        eprintln!(
+            "eval: ingested {} documents ({chunks} chunks) in {secs:.1} s: {:.1} docs/s, {:.1} chunks/s",
+            written.len(),
+            written.len() as f64 / secs,
+            chunks as f64 / secs
+        );
+    } else {
+        eprintln!("eval: corpus already ingested (unchanged)");
+    }
+    for m in modes {
+        let r = cairn::eval::run(&cairn, dataset, split, m).await?;
+        if json {
+            println!("{}", serde_json::to_string(&r)?);
+        } else {
+            println!(
+                "{:<8} queries {}  nDCG@10 {:.4}  R@10 {:.4}  R@100 {:.4}  MRR@10 {:.4}  latency p50 {:.1} ms p95 {:.1} ms",
+                m.as_str(),
+                r.queries,
+                r.ndcg_at_10,
+                r.recall_at_10,
+                r.recall_at_100,
+                r.mrr_at_10,
+                r.latency_ms.p50,
+                r.latency_ms.p95
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A scratch data dir removed when dropped.
+struct ScratchDir(PathBuf);
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempfile_dir() -> Result<PathBuf, Error> {
+    let p = std::env::temp_dir().join(format!("cairn-eval-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&p)?;
+    Ok(p)
+}

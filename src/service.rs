@@ -1,0 +1,874 @@
+//! The core services: ingest, search, sources, stats and health, over the store and the
+//! embedder. Nothing here knows about HTTP; handlers and CLI commands call one function each.
+//!
+//! CPU-heavy work (parsing, tokenising, embedding) runs on blocking threads with the caller's
+//! tracing span, and embedding is bounded by a semaphore so a burst of uploads cannot starve
+//! searches of memory or threads.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+use crate::chunk::{self, ChunkConfig};
+use crate::config::Config;
+use crate::embed::{Embedder, OnnxEmbedder};
+use crate::error::{Error, Result};
+use crate::extract::{self, ExtractedDoc};
+use crate::search::{rrf, Explain, Mode, SearchHit, SearchRequest, SearchResponse};
+use crate::store::{meta_terms, ChunkRecord, SourceRecord, Store, StoreStats};
+
+/// A file handed to ingest: its name (the source's external id) and bytes.
+#[derive(Debug, Clone)]
+pub struct IngestFile {
+    pub name: String,
+    pub bytes: Vec<u8>,
+    /// Merged into every source's metadata (record metadata wins on conflicts).
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IngestStatus {
+    Created,
+    Updated,
+    Unchanged,
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ErrorBody {
+    pub code: String,
+    pub message: String,
+}
+
+impl From<&Error> for ErrorBody {
+    fn from(e: &Error) -> Self {
+        let message = if e.is_internal() {
+            "internal error".to_string()
+        } else {
+            e.to_string()
+        };
+        Self {
+            code: e.code().to_string(),
+            message,
+        }
+    }
+}
+
+/// The outcome for one source (or one file that failed before yielding sources).
+#[derive(Debug, Clone, Serialize)]
+pub struct IngestReport {
+    /// The file (or `file#Lline` for a JSONL record) this came from.
+    pub file: String,
+    pub status: IngestStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    pub chunks: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+}
+
+impl IngestReport {
+    fn failed(file: &str, e: &Error) -> Self {
+        Self {
+            file: file.to_string(),
+            status: IngestStatus::Failed,
+            source_id: None,
+            external_id: None,
+            title: None,
+            chunks: 0,
+            error: Some(e.into()),
+        }
+    }
+}
+
+/// A source with its stats, as returned by the sources API.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceInfo {
+    pub id: String,
+    pub external_id: String,
+    pub title: String,
+    pub file_type: String,
+    pub content_hash: String,
+    pub chunk_count: u32,
+    pub size_bytes: u64,
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<SourceRecord> for SourceInfo {
+    fn from(r: SourceRecord) -> Self {
+        let ts = |ms: i64| {
+            chrono::DateTime::from_timestamp_millis(ms)
+                .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                .unwrap_or_default()
+        };
+        Self {
+            id: r.id,
+            external_id: r.external_id,
+            title: r.title,
+            file_type: r.file_type,
+            content_hash: r.content_hash,
+            chunk_count: r.chunk_count,
+            size_bytes: r.size_bytes,
+            metadata: r.metadata,
+            created_at: ts(r.created_at),
+            updated_at: ts(r.updated_at),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SourcePage {
+    pub sources: Vec<SourceInfo>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Stats {
+    pub sources: usize,
+    /// Chunks in the LanceDB table (equal to `chunks_vector`).
+    pub chunks: usize,
+    pub chunks_vector: usize,
+    pub chunks_keyword: usize,
+    pub index_bytes: IndexBytes,
+    pub embedding_model: String,
+    pub embedding_dim: usize,
+    pub ann_index: AnnInfo,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IndexBytes {
+    pub vector: u64,
+    pub keyword: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AnnInfo {
+    /// `exact` below the threshold, else the index kind (e.g. `IVF_PQ`).
+    pub state: String,
+    pub min_rows: usize,
+    pub indexed_rows: usize,
+    pub unindexed_rows: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Health {
+    pub ok: bool,
+    pub components: HashMap<&'static str, ComponentHealth>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ComponentHealth {
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The knowledge base: configuration, store and models.
+pub struct Cairn {
+    pub config: Config,
+    pub store: Store,
+    pub embedder: Arc<dyn Embedder>,
+    embed_permits: Semaphore,
+    batches_written: std::sync::atomic::AtomicUsize,
+}
+
+fn sha_hex(parts: &[&[u8]]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p);
+    }
+    hex::encode(h.finalize())
+}
+
+/// Stable source id of an external id.
+pub fn source_id_of(external_id: &str) -> String {
+    format!("src_{}", &sha_hex(&[external_id.as_bytes()])[..24])
+}
+
+/// Runs a blocking closure on the blocking pool, carrying the current span.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(f))
+        .await
+        .map_err(|e| Error::internal(format!("blocking task failed: {e}")))
+}
+
+/// A parsed source ready to be chunked and embedded.
+struct Prepared {
+    file: String,
+    doc: ExtractedDoc,
+    external_id: String,
+    source_id: String,
+    content_hash: String,
+    size_bytes: u64,
+}
+
+impl Cairn {
+    /// Loads the embedder and opens the store as configured (writable).
+    pub async fn open(config: Config) -> Result<Self> {
+        Self::open_with(config, true).await
+    }
+
+    /// Like [`Cairn::open`]; a read-only instance takes no writer lock (for CLI reads while a
+    /// server holds the data dir).
+    pub async fn open_with(config: Config, writable: bool) -> Result<Self> {
+        let models = config.models.clone();
+        let embedder: Arc<dyn Embedder> =
+            Arc::new(blocking(move || OnnxEmbedder::load(&models)).await??);
+        let store = Store::open(&config.data_dir, embedder.dim(), writable).await?;
+        let permits = Semaphore::new(config.server.max_concurrent_embeds.max(1));
+        Ok(Self {
+            config,
+            store,
+            embedder,
+            embed_permits: permits,
+            batches_written: Default::default(),
+        })
+    }
+
+    fn chunk_config(&self) -> ChunkConfig {
+        ChunkConfig {
+            max_tokens: self.config.chunking.max_tokens,
+            overlap_tokens: self.config.chunking.overlap_tokens,
+        }
+    }
+
+    /// Everything that changes the stored chunks: a change re-ingests unchanged files too.
+    fn pipeline_signature(&self) -> String {
+        format!(
+            "v1|{}|{}|{}|{}",
+            self.embedder.name(),
+            self.embedder.dim(),
+            self.config.chunking.max_tokens,
+            self.config.chunking.overlap_tokens
+        )
+    }
+
+    async fn embed_permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>> {
+        match tokio::time::timeout(Duration::from_secs(30), self.embed_permits.acquire()).await {
+            Ok(Ok(p)) => Ok(p),
+            Ok(Err(_)) => Err(Error::internal("embedder closed")),
+            Err(_) => Err(Error::Busy { retry_after_s: 5 }),
+        }
+    }
+
+    /// Embeds texts on a blocking thread under an embedding permit.
+    pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>> {
+        let _permit = self.embed_permit().await?;
+        let e = self.embedder.clone();
+        blocking(move || e.embed(&texts)).await?
+    }
+
+    /// Ingests files: each yields one source (a JSONL file one per record). A file that cannot
+    /// be read gets a `failed` report and the rest go on. `progress` sees every report.
+    pub async fn ingest_files(
+        &self,
+        files: Vec<IngestFile>,
+        progress: &(dyn Fn(&IngestReport) + Sync),
+    ) -> Result<Vec<IngestReport>> {
+        let span = tracing::info_span!("ingest", files = files.len());
+        async move {
+            let mut reports = Vec::new();
+            let mut pending: Vec<Prepared> = Vec::new();
+            for file in files {
+                let name = file.name.clone();
+                let size = file.bytes.len() as u64;
+                let file_meta = file.metadata.clone();
+                let results = blocking(move || extract::extract(&file.name, &file.bytes)).await?;
+                let multi = results.len() > 1
+                    || extract::FileType::from_name(&name) == Some(extract::FileType::Jsonl);
+                for (i, r) in results.into_iter().enumerate() {
+                    let label = if multi {
+                        format!("{name}#L{}", i + 1)
+                    } else {
+                        name.clone()
+                    };
+                    match r {
+                        Ok(mut doc) => {
+                            for (k, v) in &file_meta {
+                                doc.metadata.entry(k.clone()).or_insert_with(|| v.clone());
+                            }
+                            let external_id =
+                                doc.external_id.clone().unwrap_or_else(|| label.clone());
+                            pending.push(self.prepare(label, doc, external_id, size));
+                        }
+                        Err(e) => {
+                            let label = match &e {
+                                extract::ExtractError::BadRecord { line, .. } => {
+                                    format!("{name}#L{line}")
+                                }
+                                _ => label,
+                            };
+                            let rep = IngestReport::failed(&label, &Error::from(e));
+                            progress(&rep);
+                            reports.push(rep);
+                        }
+                    }
+                    if pending.len() >= self.config.ingest.batch_sources {
+                        let batch = std::mem::take(&mut pending);
+                        self.write_batch(batch, &mut reports, progress).await?;
+                    }
+                }
+            }
+            self.write_batch(pending, &mut reports, progress).await?;
+            Ok(reports)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Ingests already-parsed documents (used by `cairn eval` and JSON uploads).
+    pub async fn ingest_docs(
+        &self,
+        docs: Vec<(String, ExtractedDoc)>,
+        progress: &(dyn Fn(&IngestReport) + Sync),
+    ) -> Result<Vec<IngestReport>> {
+        let mut reports = Vec::new();
+        let mut pending = Vec::new();
+        for (label, doc) in docs {
+            let external_id = doc.external_id.clone().unwrap_or_else(|| label.clone());
+            let size: u64 = doc.blocks.iter().map(|b| b.text.len() as u64).sum();
+            pending.push(self.prepare(label, doc, external_id, size));
+            if pending.len() >= self.config.ingest.batch_sources {
+                let batch = std::mem::take(&mut pending);
+                self.write_batch(batch, &mut reports, progress).await?;
+            }
+        }
+        self.write_batch(pending, &mut reports, progress).await?;
+        Ok(reports)
+    }
+
+    fn prepare(
+        &self,
+        file: String,
+        doc: ExtractedDoc,
+        external_id: String,
+        size_bytes: u64,
+    ) -> Prepared {
+        let mut h = Sha256::new();
+        h.update(self.pipeline_signature());
+        h.update([0]);
+        h.update(doc.title.as_bytes());
+        h.update([0]);
+        h.update(doc.file_type.as_str());
+        for b in &doc.blocks {
+            h.update([1]);
+            h.update(b.text.as_bytes());
+            h.update(b.page.unwrap_or(0).to_le_bytes());
+            h.update(b.section.join("\u{1f}").as_bytes());
+        }
+        h.update(serde_json::Value::Object(doc.metadata.clone()).to_string());
+        let content_hash = hex::encode(&h.finalize()[..16]);
+        Prepared {
+            file,
+            source_id: source_id_of(&external_id),
+            external_id,
+            doc,
+            content_hash,
+            size_bytes,
+        }
+    }
+
+    /// Chunks, embeds and stores one batch; unchanged sources are skipped.
+    async fn write_batch(
+        &self,
+        mut batch: Vec<Prepared>,
+        reports: &mut Vec<IngestReport>,
+        progress: &(dyn Fn(&IngestReport) + Sync),
+    ) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        // The last occurrence of a source id in a batch wins.
+        let mut seen = HashSet::new();
+        batch.reverse();
+        batch.retain(|p| seen.insert(p.source_id.clone()));
+        batch.reverse();
+        let ids: Vec<String> = batch.iter().map(|p| p.source_id.clone()).collect();
+        let existing: HashMap<String, SourceRecord> = self
+            .store
+            .vectors
+            .get_sources(&ids)
+            .await?
+            .into_iter()
+            .map(|r| (r.id.clone(), r))
+            .collect();
+        let mut todo = Vec::new();
+        for p in batch {
+            match existing.get(&p.source_id) {
+                Some(r) if r.content_hash == p.content_hash => {
+                    let rep = IngestReport {
+                        file: p.file,
+                        status: IngestStatus::Unchanged,
+                        source_id: Some(p.source_id),
+                        external_id: Some(p.external_id),
+                        title: Some(r.title.clone()),
+                        chunks: r.chunk_count,
+                        error: None,
+                    };
+                    progress(&rep);
+                    reports.push(rep);
+                }
+                _ => todo.push(p),
+            }
+        }
+        if todo.is_empty() {
+            return Ok(());
+        }
+        // Chunk on a blocking thread with the model's tokenizer.
+        let cfg = self.chunk_config();
+        let embedder = self.embedder.clone();
+        let (todo, chunked) = blocking(move || {
+            let chunked: Vec<Vec<chunk::Chunk>> = todo
+                .iter()
+                .map(|p| chunk::chunk_blocks(&p.doc.blocks, &cfg, embedder.tokenizer()))
+                .collect();
+            (todo, chunked)
+        })
+        .await?;
+        let mut inputs = Vec::new();
+        for (p, chunks) in todo.iter().zip(&chunked) {
+            for c in chunks {
+                inputs.push(embed_input(&p.doc.title, &c.section, &c.text));
+            }
+        }
+        let t = Instant::now();
+        let n_inputs = inputs.len();
+        let vectors = self.embed(inputs).await?;
+        tracing::debug!(
+            chunks = n_inputs,
+            ms = t.elapsed().as_millis() as u64,
+            "embedded batch"
+        );
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut vec_iter = vectors.into_iter();
+        let mut sources = Vec::new();
+        let mut records = Vec::new();
+        let mut done = Vec::new();
+        for (p, chunks) in todo.into_iter().zip(chunked) {
+            let meta = meta_terms(&p.doc.metadata);
+            let old = existing.get(&p.source_id);
+            for c in &chunks {
+                records.push(ChunkRecord {
+                    chunk_id: format!("{}-{}-{:05}", p.source_id, &p.content_hash[..12], c.ordinal),
+                    source_id: p.source_id.clone(),
+                    content_hash: p.content_hash.clone(),
+                    ordinal: c.ordinal,
+                    text: c.text.clone(),
+                    title: p.doc.title.clone(),
+                    section: c.section.join(" > "),
+                    page: c.page,
+                    char_start: c.char_start as u32,
+                    char_end: c.char_end as u32,
+                    file_type: p.doc.file_type.as_str().to_string(),
+                    meta: meta.clone(),
+                    external_id: p.external_id.clone(),
+                    vector: vec_iter.next().unwrap_or_default(),
+                });
+            }
+            sources.push(SourceRecord {
+                id: p.source_id.clone(),
+                external_id: p.external_id.clone(),
+                title: p.doc.title.clone(),
+                file_type: p.doc.file_type.as_str().to_string(),
+                content_hash: p.content_hash.clone(),
+                chunk_count: chunks.len() as u32,
+                metadata: p.doc.metadata.clone(),
+                size_bytes: p.size_bytes,
+                created_at: old.map(|o| o.created_at).unwrap_or(now),
+                updated_at: now,
+            });
+            done.push(IngestReport {
+                file: p.file,
+                status: if old.is_some() {
+                    IngestStatus::Updated
+                } else {
+                    IngestStatus::Created
+                },
+                source_id: Some(p.source_id),
+                external_id: Some(p.external_id),
+                title: Some(p.doc.title),
+                chunks: chunks.len() as u32,
+                error: None,
+            });
+        }
+        self.store.upsert(sources, records).await?;
+        for rep in done {
+            progress(&rep);
+            reports.push(rep);
+        }
+        let n = self
+            .batches_written
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        self.store
+            .maintain(
+                self.config.index.ann_min_rows,
+                self.config.index.ann_rebuild_rows,
+                n % 16 == 0,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Compacts storage and refreshes the ANN index (end of a bulk ingest).
+    pub async fn optimize(&self) -> Result<()> {
+        self.store
+            .maintain(
+                self.config.index.ann_min_rows,
+                self.config.index.ann_rebuild_rows,
+                true,
+            )
+            .await
+    }
+
+    /// Hybrid, vector or keyword search.
+    pub async fn search(&self, req: SearchRequest) -> Result<SearchResponse> {
+        self.search_with_max(req, 100).await
+    }
+
+    /// Search allowing up to `max_limit` results (evaluation needs more than the API's 100).
+    pub async fn search_with_max(
+        &self,
+        req: SearchRequest,
+        max_limit: usize,
+    ) -> Result<SearchResponse> {
+        let started = Instant::now();
+        let query = req.query.trim().to_string();
+        if query.is_empty() {
+            return Err(Error::InvalidInput("query must not be empty".into()));
+        }
+        if query.chars().count() > 4096 {
+            return Err(Error::InvalidInput(
+                "query is longer than 4096 characters".into(),
+            ));
+        }
+        let limit = req.limit.unwrap_or(self.config.search.default_limit);
+        if limit == 0 || limit > max_limit {
+            return Err(Error::InvalidInput(format!(
+                "limit must be between 1 and {max_limit}"
+            )));
+        }
+        match req.context_type.as_deref() {
+            None | Some("balanced") => {}
+            Some(other) => {
+                return Err(Error::InvalidInput(format!(
+                    "unknown context_type `{other}` (available: balanced)"
+                )))
+            }
+        }
+        if req.use_graph {
+            return Err(Error::Unavailable {
+                code: "graph_unavailable",
+                message: "use_graph needs the concept graph, which this build does not have yet"
+                    .into(),
+            });
+        }
+        if req.rerank {
+            return Err(Error::Unavailable {
+                code: "reranker_unavailable",
+                message: "rerank needs a cross-encoder model; none is installed (see docs/configuration.md)".into(),
+            });
+        }
+        let w = req.weights.unwrap_or_default();
+        let wk = w.keyword.unwrap_or(self.config.search.keyword_weight);
+        let wv = w.vector.unwrap_or(self.config.search.vector_weight);
+        for x in [wk, wv] {
+            if !x.is_finite() || x < 0.0 {
+                return Err(Error::InvalidInput(
+                    "weights must be finite and non-negative".into(),
+                ));
+            }
+        }
+        if req.mode == Mode::Hybrid && wk == 0.0 && wv == 0.0 {
+            return Err(Error::InvalidInput(
+                "at least one weight must be positive".into(),
+            ));
+        }
+        let k = self.config.search.candidates.max(limit * 2);
+        let span = tracing::info_span!("search", mode = req.mode.as_str(), limit);
+        async move {
+            let run_kw = req.mode != Mode::Vector && (req.mode == Mode::Keyword || wk > 0.0);
+            let run_vec = req.mode != Mode::Keyword && (req.mode == Mode::Vector || wv > 0.0);
+            let mut embed_ms = 0.0;
+            let vec_hits = if run_vec {
+                let t = Instant::now();
+                let v = self
+                    .embed(vec![query.clone()])
+                    .await?
+                    .pop()
+                    .unwrap_or_default();
+                embed_ms = t.elapsed().as_secs_f64() * 1e3;
+                self.store
+                    .vectors
+                    .search(&v, k, req.filters.to_sql())
+                    .await?
+            } else {
+                Vec::new()
+            };
+            let (kw_hits, snippets) = if run_kw {
+                self.store.keywords.search(
+                    &query,
+                    k,
+                    &req.filters,
+                    self.config.search.title_boost,
+                )?
+            } else {
+                (Vec::new(), None)
+            };
+            let snippets = match snippets {
+                Some(s) => Some(s),
+                None => self
+                    .store
+                    .keywords
+                    .snippet_generator(&query, self.config.search.title_boost),
+            };
+            let mut chunks: HashMap<String, ChunkRecord> = HashMap::new();
+            let mut explain: HashMap<String, Explain> = HashMap::new();
+            let kw_ids: Vec<String> = kw_hits.iter().map(|h| h.chunk.chunk_id.clone()).collect();
+            let vec_ids: Vec<String> = vec_hits.iter().map(|(c, _)| c.chunk_id.clone()).collect();
+            for (i, h) in kw_hits.into_iter().enumerate() {
+                let e = explain.entry(h.chunk.chunk_id.clone()).or_default();
+                e.bm25 = Some(h.score);
+                e.bm25_rank = Some(i + 1);
+                chunks.entry(h.chunk.chunk_id.clone()).or_insert(h.chunk);
+            }
+            for (i, (c, d)) in vec_hits.into_iter().enumerate() {
+                let e = explain.entry(c.chunk_id.clone()).or_default();
+                e.vector_distance = Some(d);
+                e.vector_rank = Some(i + 1);
+                chunks.insert(c.chunk_id.clone(), c);
+            }
+            let ranked: Vec<(String, f32)> = match req.mode {
+                Mode::Hybrid => rrf(&[(&kw_ids, wk), (&vec_ids, wv)], self.config.search.rrf_k),
+                Mode::Keyword => kw_ids
+                    .iter()
+                    .map(|id| (id.clone(), explain[id].bm25.unwrap_or(0.0)))
+                    .collect(),
+                Mode::Vector => vec_ids
+                    .iter()
+                    .map(|id| (id.clone(), 1.0 - explain[id].vector_distance.unwrap_or(1.0)))
+                    .collect(),
+            };
+            let max_chars = self.config.search.snippet_chars;
+            let results = ranked
+                .into_iter()
+                .take(limit)
+                .filter_map(|(id, score)| {
+                    let c = chunks.remove(&id)?;
+                    let mut e = explain.remove(&id).unwrap_or_default();
+                    e.fused = score;
+                    let snippet = make_snippet(snippets.as_ref(), &c.text, max_chars);
+                    Some(SearchHit {
+                        chunk_id: c.chunk_id,
+                        source_id: c.source_id,
+                        external_id: c.external_id,
+                        title: c.title,
+                        text: c.text,
+                        snippet,
+                        score,
+                        page: c.page,
+                        section: if c.section.is_empty() {
+                            None
+                        } else {
+                            Some(c.section)
+                        },
+                        ordinal: c.ordinal,
+                        scores: if req.explain { Some(e) } else { None },
+                    })
+                })
+                .collect();
+            Ok(SearchResponse {
+                results,
+                mode: req.mode,
+                took_ms: started.elapsed().as_secs_f64() * 1e3,
+                embed_ms,
+            })
+        }
+        .instrument(span)
+        .await
+    }
+
+    pub async fn list_sources(&self, limit: usize, cursor: Option<&str>) -> Result<SourcePage> {
+        if limit == 0 || limit > 1000 {
+            return Err(Error::InvalidInput(
+                "limit must be between 1 and 1000".into(),
+            ));
+        }
+        let ids = self
+            .store
+            .vectors
+            .source_ids_after(cursor, limit + 1)
+            .await?;
+        let more = ids.len() > limit;
+        let ids: Vec<String> = ids.into_iter().take(limit).collect();
+        let mut rows = self.store.vectors.get_sources(&ids).await?;
+        rows.sort_by(|a, b| a.id.cmp(&b.id));
+        let next_cursor = if more {
+            rows.last().map(|r| r.id.clone())
+        } else {
+            None
+        };
+        Ok(SourcePage {
+            sources: rows.into_iter().map(SourceInfo::from).collect(),
+            next_cursor,
+        })
+    }
+
+    pub async fn get_source(&self, id: &str) -> Result<SourceInfo> {
+        self.store
+            .vectors
+            .get_sources(&[id.to_string()])
+            .await?
+            .into_iter()
+            .next()
+            .map(SourceInfo::from)
+            .ok_or_else(|| Error::not_found(format!("source `{id}`")))
+    }
+
+    /// Finds a source by id or by external id (e.g. the file path it was ingested from).
+    pub async fn resolve_source(&self, id_or_external: &str) -> Result<SourceInfo> {
+        match self.get_source(id_or_external).await {
+            Err(Error::NotFound { .. }) => self.get_source(&source_id_of(id_or_external)).await,
+            other => other,
+        }
+    }
+
+    pub async fn delete_source(&self, id: &str) -> Result<()> {
+        let deleted = self.store.delete(&[id.to_string()]).await?;
+        if deleted.is_empty() {
+            return Err(Error::not_found(format!("source `{id}`")));
+        }
+        Ok(())
+    }
+
+    pub async fn stats(&self) -> Result<Stats> {
+        let s: StoreStats = self.store.stats().await?;
+        let ann = match s.ann_index {
+            Some(a) => AnnInfo {
+                state: a.kind,
+                min_rows: self.config.index.ann_min_rows,
+                indexed_rows: a.indexed_rows,
+                unindexed_rows: a.unindexed_rows,
+            },
+            None => AnnInfo {
+                state: "exact".into(),
+                min_rows: self.config.index.ann_min_rows,
+                indexed_rows: 0,
+                unindexed_rows: s.chunks_vector,
+            },
+        };
+        Ok(Stats {
+            sources: s.sources,
+            chunks: s.chunks_vector,
+            chunks_vector: s.chunks_vector,
+            chunks_keyword: s.chunks_keyword,
+            index_bytes: IndexBytes {
+                vector: s.vector_bytes,
+                keyword: s.keyword_bytes,
+            },
+            embedding_model: self.embedder.name().to_string(),
+            embedding_dim: self.embedder.dim(),
+            ann_index: ann,
+        })
+    }
+
+    /// Probes each component: the store (a count), the keyword index (a search) and the
+    /// embedder (an embedding).
+    pub async fn health(&self) -> Health {
+        let mut components = HashMap::new();
+        let status = |r: std::result::Result<(), String>| match r {
+            Ok(()) => ComponentHealth {
+                status: "ok",
+                error: None,
+            },
+            Err(e) => ComponentHealth {
+                status: "error",
+                error: Some(e),
+            },
+        };
+        components.insert(
+            "store",
+            status(
+                self.store
+                    .vectors
+                    .count_sources()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+            ),
+        );
+        components.insert(
+            "keyword_index",
+            status(
+                self.store
+                    .keywords
+                    .search("health", 1, &Default::default(), 1.0)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+            ),
+        );
+        let emb =
+            match tokio::time::timeout(Duration::from_secs(10), self.embed(vec!["health".into()]))
+                .await
+            {
+                Ok(Ok(v)) if v.first().is_some_and(|x| x.len() == self.embedder.dim()) => Ok(()),
+                Ok(Ok(_)) => Err("embedder returned a wrong-sized vector".to_string()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("embedder did not answer within 10 s".to_string()),
+            };
+        components.insert("embedder", status(emb));
+        Health {
+            ok: components.values().all(|c| c.status == "ok"),
+            components,
+        }
+    }
+}
+
+/// The text embedded for a chunk: title and section give short chunks their context.
+pub fn embed_input(title: &str, section: &[String], text: &str) -> String {
+    let mut s = String::with_capacity(title.len() + text.len() + 16);
+    if !title.is_empty() {
+        s.push_str(title);
+        s.push('\n');
+    }
+    if !section.is_empty() {
+        let joined = section.join(" > ");
+        if joined != title {
+            s.push_str(&joined);
+            s.push('\n');
+        }
+    }
+    s.push_str(text);
+    s
+}
+
+fn make_snippet(
+    gen: Option<&tantivy::snippet::SnippetGenerator>,
+    text: &str,
+    max_chars: usize,
+) -> String {
+    if let Some(g) = gen {
+        let mut sn = g.snippet(text);
+        if !sn.is_empty() {
+            sn.set_snippet_prefix_postfix("<mark>", "</mark>");
+            return sn.to_html();
+        }
+    }
+    let head: String = text.chars().take(max_chars).collect();
+    html_escape::encode_text(&head).into_owned()
+}

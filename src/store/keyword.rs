@@ -1,0 +1,344 @@
+//! The tantivy half of the store: BM25 over chunk text, title (boosted) and section headings,
+//! with an English analyzer (lowercase, stop words, Snowball stemming).
+//!
+//! Every write is one tantivy commit (deletes and adds together), so a crash leaves the index
+//! at the previous commit; `store::Store` reconciles it with LanceDB afterwards.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Mutex;
+
+use tantivy::collector::TopDocs;
+use tantivy::query::{
+    AllQuery, BooleanQuery, BoostQuery, ConstScoreQuery, Occur, Query, TermQuery, TermSetQuery,
+};
+use tantivy::schema::{
+    Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value, STORED,
+    STRING,
+};
+use tantivy::snippet::SnippetGenerator;
+use tantivy::tokenizer::{
+    Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer,
+};
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+
+use super::{ChunkRecord, Filters};
+use crate::error::{Error, Result};
+
+const ANALYZER: &str = "cairn_en";
+const WRITER_HEAP: usize = 64 * 1024 * 1024;
+
+#[derive(Clone, Copy)]
+struct Fields {
+    chunk_id: Field,
+    source_id: Field,
+    content_hash: Field,
+    title: Field,
+    text: Field,
+    section: Field,
+    page: Field,
+    ordinal: Field,
+    char_start: Field,
+    char_end: Field,
+    file_type: Field,
+    meta: Field,
+    external_id: Field,
+}
+
+pub struct KeywordIndex {
+    reader: IndexReader,
+    writer: Option<Mutex<IndexWriter>>,
+    f: Fields,
+}
+
+/// A BM25 hit with the stored chunk fields.
+pub struct KeywordHit {
+    pub chunk: ChunkRecord,
+    pub score: f32,
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut b = Schema::builder();
+    let text_opts = TextOptions::default()
+        .set_indexing_options(
+            TextFieldIndexing::default()
+                .set_tokenizer(ANALYZER)
+                .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+        )
+        .set_stored();
+    let f = Fields {
+        chunk_id: b.add_text_field("chunk_id", STRING | STORED),
+        source_id: b.add_text_field("source_id", STRING | STORED),
+        content_hash: b.add_text_field("content_hash", STRING | STORED),
+        title: b.add_text_field("title", text_opts.clone()),
+        text: b.add_text_field("text", text_opts.clone()),
+        section: b.add_text_field("section", text_opts),
+        page: b.add_u64_field("page", STORED),
+        ordinal: b.add_u64_field("ordinal", STORED),
+        char_start: b.add_u64_field("char_start", STORED),
+        char_end: b.add_u64_field("char_end", STORED),
+        file_type: b.add_text_field("file_type", STRING | STORED),
+        meta: b.add_text_field("meta", STRING),
+        external_id: b.add_text_field("external_id", STRING | STORED),
+    };
+    (b.build(), f)
+}
+
+fn analyzer() -> TextAnalyzer {
+    TextAnalyzer::builder(SimpleTokenizer::default())
+        .filter(RemoveLongFilter::limit(40))
+        .filter(LowerCaser)
+        .filter(StopWordFilter::new(Language::English).expect("english stop words"))
+        .filter(Stemmer::new(Language::English))
+        .build()
+}
+
+impl KeywordIndex {
+    /// Opens or creates the index in `dir`. With `writable`, takes the index's writer lock,
+    /// which fails when another process holds it.
+    pub fn open(dir: &Path, writable: bool) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let (schema, f) = schema();
+        let mmap = tantivy::directory::MmapDirectory::open(dir)
+            .map_err(|e| Error::internal(format!("tantivy: {e}")))?;
+        let index = Index::open_or_create(mmap, schema)?;
+        index.tokenizers().register(ANALYZER, analyzer());
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?;
+        let writer = if writable {
+            Some(Mutex::new(index.writer(WRITER_HEAP)?))
+        } else {
+            None
+        };
+        Ok(Self {
+            reader,
+            writer,
+            f,
+        })
+    }
+
+    fn doc(&self, c: &ChunkRecord) -> TantivyDocument {
+        let f = &self.f;
+        let mut d = TantivyDocument::default();
+        d.add_text(f.chunk_id, &c.chunk_id);
+        d.add_text(f.source_id, &c.source_id);
+        d.add_text(f.content_hash, &c.content_hash);
+        d.add_text(f.title, &c.title);
+        d.add_text(f.text, &c.text);
+        d.add_text(f.section, &c.section);
+        if let Some(p) = c.page {
+            d.add_u64(f.page, p as u64);
+        }
+        d.add_u64(f.ordinal, c.ordinal as u64);
+        d.add_u64(f.char_start, c.char_start as u64);
+        d.add_u64(f.char_end, c.char_end as u64);
+        d.add_text(f.file_type, &c.file_type);
+        for m in &c.meta {
+            d.add_text(f.meta, m);
+        }
+        d.add_text(f.external_id, &c.external_id);
+        d
+    }
+
+    /// Deletes every chunk of `delete_sources`, then adds `add`, in one durable commit.
+    pub fn replace(&self, delete_sources: &[String], add: &[ChunkRecord]) -> Result<()> {
+        let w = self
+            .writer
+            .as_ref()
+            .ok_or_else(|| Error::internal("keyword index opened read-only"))?;
+        let mut w = w
+            .lock()
+            .map_err(|_| Error::internal("keyword writer lock poisoned"))?;
+        for s in delete_sources {
+            w.delete_term(Term::from_field_text(self.f.source_id, s));
+        }
+        for c in add {
+            w.add_document(self.doc(c))?;
+        }
+        w.commit()?;
+        drop(w);
+        self.reader.reload()?;
+        Ok(())
+    }
+
+    /// Deletes single chunks by id, in one commit.
+    pub fn delete_chunks(&self, chunk_ids: &[String]) -> Result<()> {
+        let w = self
+            .writer
+            .as_ref()
+            .ok_or_else(|| Error::internal("keyword index opened read-only"))?;
+        let mut w = w
+            .lock()
+            .map_err(|_| Error::internal("keyword writer lock poisoned"))?;
+        for c in chunk_ids {
+            w.delete_term(Term::from_field_text(self.f.chunk_id, c));
+        }
+        w.commit()?;
+        drop(w);
+        self.reader.reload()?;
+        Ok(())
+    }
+
+    pub fn num_docs(&self) -> u64 {
+        self.reader.searcher().num_docs()
+    }
+
+    /// `(chunk_id, source_id, content_hash)` of every indexed chunk.
+    pub fn all_keys(&self) -> Result<Vec<(String, String, String)>> {
+        let searcher = self.reader.searcher();
+        let n = searcher.num_docs() as usize;
+        let hits = searcher.search(&AllQuery, &TopDocs::with_limit(n.max(1)).order_by_score())?;
+        let mut out = Vec::with_capacity(hits.len());
+        for (_, addr) in hits {
+            let d: TantivyDocument = searcher.doc(addr)?;
+            out.push((
+                text_of(&d, self.f.chunk_id),
+                text_of(&d, self.f.source_id),
+                text_of(&d, self.f.content_hash),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The analyzed terms of `query` (lowercased, stemmed, stop words removed), deduplicated.
+    pub fn query_terms(&self, query: &str) -> Vec<String> {
+        let mut a = analyzer();
+        let mut stream = a.token_stream(query);
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        while let Some(t) = stream.next() {
+            if seen.insert(t.text.clone()) {
+                out.push(t.text.clone());
+            }
+        }
+        out
+    }
+
+    fn text_query(&self, terms: &[String], title_boost: f32) -> Box<dyn Query> {
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        for t in terms {
+            let tq = |field| {
+                Box::new(TermQuery::new(
+                    Term::from_field_text(field, t),
+                    IndexRecordOption::WithFreqs,
+                )) as Box<dyn Query>
+            };
+            clauses.push((Occur::Should, tq(self.f.text)));
+            clauses.push((
+                Occur::Should,
+                Box::new(BoostQuery::new(tq(self.f.title), title_boost)),
+            ));
+            clauses.push((
+                Occur::Should,
+                Box::new(BoostQuery::new(tq(self.f.section), 0.5)),
+            ));
+        }
+        Box::new(BooleanQuery::new(clauses))
+    }
+
+    fn filter_query(&self, filters: &Filters) -> Option<Box<dyn Query>> {
+        let mut must: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        let set = |field: Field, vals: &[String]| -> Box<dyn Query> {
+            Box::new(TermSetQuery::new(
+                vals.iter().map(|v| Term::from_field_text(field, v)),
+            ))
+        };
+        if !filters.source_ids.is_empty() {
+            must.push((Occur::Must, set(self.f.source_id, &filters.source_ids)));
+        }
+        if !filters.file_types.is_empty() {
+            must.push((Occur::Must, set(self.f.file_type, &filters.file_types)));
+        }
+        for kv in filters.meta_terms() {
+            must.push((
+                Occur::Must,
+                Box::new(TermQuery::new(
+                    Term::from_field_text(self.f.meta, &kv),
+                    IndexRecordOption::Basic,
+                )),
+            ));
+        }
+        if must.is_empty() {
+            None
+        } else {
+            Some(Box::new(ConstScoreQuery::new(
+                Box::new(BooleanQuery::new(must)),
+                0.0,
+            )))
+        }
+    }
+
+    /// BM25 top-`k` chunks for `query`, restricted by `filters`.
+    pub fn search(
+        &self,
+        query: &str,
+        k: usize,
+        filters: &Filters,
+        title_boost: f32,
+    ) -> Result<(Vec<KeywordHit>, Option<SnippetGenerator>)> {
+        let terms = self.query_terms(query);
+        if terms.is_empty() || k == 0 {
+            return Ok((Vec::new(), None));
+        }
+        let text_q = self.text_query(&terms, title_boost);
+        let searcher = self.reader.searcher();
+        let snippets = SnippetGenerator::create(&searcher, &*text_q, self.f.text).ok();
+        let q: Box<dyn Query> = match self.filter_query(filters) {
+            None => text_q,
+            Some(fq) => Box::new(BooleanQuery::new(vec![
+                (Occur::Must, text_q),
+                (Occur::Must, fq),
+            ])),
+        };
+        let top = searcher.search(&*q, &TopDocs::with_limit(k).order_by_score())?;
+        let mut out = Vec::with_capacity(top.len());
+        for (score, addr) in top {
+            let d: TantivyDocument = searcher.doc(addr)?;
+            out.push(KeywordHit {
+                chunk: self.chunk_of(&d),
+                score,
+            });
+        }
+        Ok((out, snippets))
+    }
+
+    /// A snippet generator for `query` over chunk text, for hits that came from elsewhere.
+    pub fn snippet_generator(&self, query: &str, title_boost: f32) -> Option<SnippetGenerator> {
+        let terms = self.query_terms(query);
+        if terms.is_empty() {
+            return None;
+        }
+        let q = self.text_query(&terms, title_boost);
+        SnippetGenerator::create(&self.reader.searcher(), &*q, self.f.text).ok()
+    }
+
+    fn chunk_of(&self, d: &TantivyDocument) -> ChunkRecord {
+        let f = &self.f;
+        let u = |field: Field| d.get_first(field).and_then(|v| v.as_u64());
+        ChunkRecord {
+            chunk_id: text_of(d, f.chunk_id),
+            source_id: text_of(d, f.source_id),
+            content_hash: text_of(d, f.content_hash),
+            ordinal: u(f.ordinal).unwrap_or(0) as u32,
+            text: text_of(d, f.text),
+            title: text_of(d, f.title),
+            section: text_of(d, f.section),
+            page: u(f.page).map(|p| p as u32),
+            char_start: u(f.char_start).unwrap_or(0) as u32,
+            char_end: u(f.char_end).unwrap_or(0) as u32,
+            file_type: text_of(d, f.file_type),
+            meta: Vec::new(),
+            external_id: text_of(d, f.external_id),
+            vector: Vec::new(),
+        }
+    }
+}
+
+fn text_of(d: &TantivyDocument, f: Field) -> String {
+    d.get_first(f)
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_string()
+}

@@ -1,0 +1,603 @@
+//! One consistent store over two indexes: LanceDB (sources + chunks with vectors) and tantivy
+//! (BM25 over the same chunks), under one data dir.
+//!
+//! ## Consistency protocol
+//! The `sources` row is the commit point of every write; LanceDB's chunks table is the source of
+//! truth for chunk content; tantivy is derived from it. A write of a batch of sources:
+//! 1. writes a journal file naming the sources (fsynced) — `journal/<uuid>.json`;
+//! 2. appends the new chunks to LanceDB (new chunk ids: they embed the content hash);
+//! 3. in one tantivy commit, deletes the sources' old chunks and adds the new ones;
+//! 4. upserts the `sources` rows (commit point: the write is now acknowledged);
+//! 5. deletes the sources' chunks whose hash is not the committed one from LanceDB;
+//! 6. removes the journal file.
+//!
+//! A delete journals, removes the `sources` row (commit point), then the chunks from both.
+//! After a crash at any step, [`Store::open`] replays every journal file with
+//! [`Store::reconcile`]: for each named source, LanceDB chunks that do not match the committed
+//! row are deleted, and tantivy is rewritten from the surviving LanceDB chunks. So a chunk is
+//! never in one index and not the other, and an acknowledged source is never lost.
+//! `cairn check` verifies the invariant over the whole store; `--repair` reconciles everything.
+
+pub mod keyword;
+pub mod vector;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+use crate::error::{Error, Result};
+use keyword::KeywordIndex;
+use vector::{sql_in, sql_str, VectorStore};
+
+/// A source (a file, an uploaded text, a JSONL record) as stored.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SourceRecord {
+    pub id: String,
+    pub external_id: String,
+    pub title: String,
+    pub file_type: String,
+    pub content_hash: String,
+    pub chunk_count: u32,
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    pub size_bytes: u64,
+    /// Milliseconds since the Unix epoch.
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A chunk as stored. `vector` is empty when read back for search results.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChunkRecord {
+    pub chunk_id: String,
+    pub source_id: String,
+    pub content_hash: String,
+    pub ordinal: u32,
+    pub text: String,
+    pub title: String,
+    /// Heading path joined with " > ".
+    pub section: String,
+    pub page: Option<u32>,
+    pub char_start: u32,
+    pub char_end: u32,
+    pub file_type: String,
+    /// Metadata as `key=value` filter terms.
+    pub meta: Vec<String>,
+    pub external_id: String,
+    pub vector: Vec<f32>,
+}
+
+/// Restrictions applied to both retrievers before ranking.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Filters {
+    #[serde(default)]
+    pub source_ids: Vec<String>,
+    #[serde(default)]
+    pub file_types: Vec<String>,
+    /// Metadata key = value (values compared as strings; numbers and booleans as printed).
+    #[serde(default)]
+    pub metadata: BTreeMap<String, serde_json::Value>,
+}
+
+/// Metadata values as filter terms: top-level scalars, and each scalar of a top-level array.
+pub fn meta_terms(meta: &serde_json::Map<String, serde_json::Value>) -> Vec<String> {
+    let mut out = Vec::new();
+    for (k, v) in meta {
+        match v {
+            serde_json::Value::Array(items) => {
+                out.extend(items.iter().filter_map(scalar).map(|s| format!("{k}={s}")))
+            }
+            other => out.extend(scalar(other).map(|s| format!("{k}={s}"))),
+        }
+    }
+    out
+}
+
+fn scalar(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+impl Filters {
+    pub fn is_empty(&self) -> bool {
+        self.source_ids.is_empty() && self.file_types.is_empty() && self.metadata.is_empty()
+    }
+
+    /// The metadata conditions as `key=value` terms.
+    pub fn meta_terms(&self) -> Vec<String> {
+        let m: serde_json::Map<_, _> = self
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        meta_terms(&m)
+    }
+
+    /// The same restriction as a Lance SQL predicate.
+    pub fn to_sql(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        if !self.source_ids.is_empty() {
+            parts.push(sql_in("source_id", &self.source_ids));
+        }
+        if !self.file_types.is_empty() {
+            parts.push(sql_in("file_type", &self.file_types));
+        }
+        for t in self.meta_terms() {
+            parts.push(format!("array_has(meta, {})", sql_str(&t)));
+        }
+        if parts.is_empty() {
+            None
+        } else {
+            Some(parts.join(" AND "))
+        }
+    }
+}
+
+/// What `check` found.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct CheckReport {
+    pub sources: usize,
+    pub chunks_vector: usize,
+    pub chunks_keyword: usize,
+    /// LanceDB chunks whose source row is missing or has another content hash.
+    pub orphan_vector_chunks: Vec<String>,
+    /// Tantivy documents with no matching committed LanceDB chunk.
+    pub orphan_keyword_chunks: Vec<String>,
+    /// Committed LanceDB chunks missing from tantivy.
+    pub missing_keyword_chunks: Vec<String>,
+    /// Chunk ids present more than once in either index.
+    pub duplicate_chunks: Vec<String>,
+    /// Sources whose stored chunk count differs from their row's `chunk_count`.
+    pub half_written_sources: Vec<String>,
+    /// Journal entries left by an interrupted write.
+    pub pending_journal: usize,
+}
+
+impl CheckReport {
+    pub fn is_consistent(&self) -> bool {
+        self.orphan_vector_chunks.is_empty()
+            && self.orphan_keyword_chunks.is_empty()
+            && self.missing_keyword_chunks.is_empty()
+            && self.duplicate_chunks.is_empty()
+            && self.half_written_sources.is_empty()
+            && self.pending_journal == 0
+    }
+
+    /// Source ids that a repair must reconcile.
+    fn affected_sources(
+        &self,
+        keys_v: &[(String, String, String)],
+        keys_k: &[(String, String, String)],
+    ) -> BTreeSet<String> {
+        let bad: HashSet<&str> = self
+            .orphan_vector_chunks
+            .iter()
+            .chain(&self.orphan_keyword_chunks)
+            .chain(&self.missing_keyword_chunks)
+            .chain(&self.duplicate_chunks)
+            .map(String::as_str)
+            .collect();
+        let mut out: BTreeSet<String> = self.half_written_sources.iter().cloned().collect();
+        for (c, s, _) in keys_v.iter().chain(keys_k) {
+            if bad.contains(c.as_str()) {
+                out.insert(s.clone());
+            }
+        }
+        out
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct JournalEntry {
+    op: String,
+    sources: Vec<String>,
+}
+
+/// The combined store.
+pub struct Store {
+    dir: PathBuf,
+    pub vectors: VectorStore,
+    pub keywords: KeywordIndex,
+    writable: bool,
+    /// Serialises writes: one batch at a time goes through the protocol above.
+    write_lock: Mutex<()>,
+}
+
+/// Stats about the stored data.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreStats {
+    pub sources: usize,
+    pub chunks_vector: usize,
+    pub chunks_keyword: usize,
+    pub vector_bytes: u64,
+    pub keyword_bytes: u64,
+    pub ann_index: Option<AnnState>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AnnState {
+    pub kind: String,
+    pub indexed_rows: usize,
+    pub unindexed_rows: usize,
+}
+
+fn dir_size(p: &Path) -> u64 {
+    walkdir::WalkDir::new(p)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
+}
+
+fn fsync_dir(p: &Path) {
+    if let Ok(f) = std::fs::File::open(p) {
+        let _ = f.sync_all();
+    }
+}
+
+impl Store {
+    /// Opens the store in `dir` (creating it). A writable store takes the keyword index's
+    /// writer lock and replays any journal left by an interrupted write.
+    pub async fn open(dir: &Path, dim: usize, writable: bool) -> Result<Self> {
+        std::fs::create_dir_all(dir.join("journal"))?;
+        let keywords = KeywordIndex::open(&dir.join("tantivy"), writable)?;
+        let vectors = VectorStore::open(&dir.join("lance"), dim).await?;
+        let store = Self {
+            dir: dir.to_path_buf(),
+            vectors,
+            keywords,
+            writable,
+            write_lock: Mutex::new(()),
+        };
+        if writable {
+            store.replay_journal().await?;
+        }
+        Ok(store)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn journal_files(&self) -> Result<Vec<PathBuf>> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(self.dir.join("journal"))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .collect();
+        v.sort();
+        Ok(v)
+    }
+
+    async fn replay_journal(&self) -> Result<()> {
+        for f in self.journal_files()? {
+            let entry: Option<JournalEntry> = std::fs::read(&f)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            match entry {
+                Some(e) => {
+                    tracing::warn!(op = %e.op, sources = e.sources.len(), "replaying interrupted write");
+                    self.reconcile(&e.sources).await?;
+                }
+                // A journal file torn before its fsync means nothing was written after it.
+                None => tracing::warn!(file = %f.display(), "dropping unreadable journal entry"),
+            }
+            std::fs::remove_file(&f)?;
+        }
+        fsync_dir(&self.dir.join("journal"));
+        Ok(())
+    }
+
+    fn journal_begin(&self, op: &str, sources: &[String]) -> Result<PathBuf> {
+        let path = self
+            .dir
+            .join("journal")
+            .join(format!("{}.json", uuid::Uuid::now_v7()));
+        let tmp = path.with_extension("tmp");
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&serde_json::to_vec(&JournalEntry {
+            op: op.into(),
+            sources: sources.to_vec(),
+        })?)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        fsync_dir(&self.dir.join("journal"));
+        Ok(path)
+    }
+
+    fn journal_end(&self, path: &Path) -> Result<()> {
+        std::fs::remove_file(path)?;
+        Ok(())
+    }
+
+    fn require_writable(&self) -> Result<()> {
+        if self.writable {
+            Ok(())
+        } else {
+            Err(Error::internal("store opened read-only"))
+        }
+    }
+
+    /// Writes a batch of sources (replacing earlier versions) with their chunks, atomically per
+    /// the protocol in the module docs. Returns once both indexes are durable.
+    pub async fn upsert(&self, sources: Vec<SourceRecord>, chunks: Vec<ChunkRecord>) -> Result<()> {
+        self.require_writable()?;
+        if sources.is_empty() {
+            return Ok(());
+        }
+        let _g = self.write_lock.lock().await;
+        let ids: Vec<String> = sources.iter().map(|s| s.id.clone()).collect();
+        let journal = self.journal_begin("upsert", &ids)?;
+        crash_point("after_journal");
+        self.vectors.add_chunks(&chunks).await?;
+        crash_point("after_vectors");
+        self.keywords.replace(&ids, &chunks)?;
+        crash_point("after_keywords");
+        self.vectors.upsert_sources(&sources).await?;
+        crash_point("after_commit");
+        self.delete_stale_vector_chunks(&sources).await?;
+        self.journal_end(&journal)?;
+        Ok(())
+    }
+
+    async fn delete_stale_vector_chunks(&self, committed: &[SourceRecord]) -> Result<()> {
+        for part in committed.chunks(200) {
+            let pred: Vec<String> = part
+                .iter()
+                .map(|s| {
+                    format!(
+                        "(source_id = {} AND content_hash <> {})",
+                        sql_str(&s.id),
+                        sql_str(&s.content_hash)
+                    )
+                })
+                .collect();
+            self.vectors.delete_chunks(&pred.join(" OR ")).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes sources from both indexes. Returns the ids that existed.
+    pub async fn delete(&self, ids: &[String]) -> Result<Vec<String>> {
+        self.require_writable()?;
+        let _g = self.write_lock.lock().await;
+        let existing: Vec<String> = self
+            .vectors
+            .get_sources(ids)
+            .await?
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
+        if existing.is_empty() {
+            return Ok(existing);
+        }
+        let journal = self.journal_begin("delete", &existing)?;
+        self.vectors.delete_sources(&existing).await?;
+        crash_point("after_delete_commit");
+        self.keywords.replace(&existing, &[])?;
+        for part in existing.chunks(500) {
+            self.vectors
+                .delete_chunks(&sql_in("source_id", part))
+                .await?;
+        }
+        self.journal_end(&journal)?;
+        Ok(existing)
+    }
+
+    /// Makes both indexes agree with the committed `sources` rows for the given sources:
+    /// LanceDB chunks that do not belong to the committed version are deleted, a source whose
+    /// committed chunks are incomplete is removed (it must be re-ingested), and tantivy is
+    /// rewritten from LanceDB. Returns the sources that were removed as half-written.
+    pub async fn reconcile(&self, ids: &[String]) -> Result<Vec<String>> {
+        let mut removed = Vec::new();
+        for part in ids.chunks(200) {
+            let part: Vec<String> = part.to_vec();
+            let rows: HashMap<String, SourceRecord> = self
+                .vectors
+                .get_sources(&part)
+                .await?
+                .into_iter()
+                .map(|r| (r.id.clone(), r))
+                .collect();
+            // 1. LanceDB: drop chunks of uncommitted versions (and of sources with no row).
+            let orphans: Vec<String> = part
+                .iter()
+                .filter(|id| !rows.contains_key(*id))
+                .cloned()
+                .collect();
+            if !orphans.is_empty() {
+                self.vectors
+                    .delete_chunks(&sql_in("source_id", &orphans))
+                    .await?;
+            }
+            let committed: Vec<SourceRecord> = rows.values().cloned().collect();
+            self.delete_stale_vector_chunks(&committed).await?;
+            // 2. Committed sources must have all their chunks; otherwise remove them.
+            let keys = self
+                .vectors
+                .chunk_keys(Some(sql_in("source_id", &part)))
+                .await?;
+            let mut counts: HashMap<&str, (u32, HashSet<&str>)> = HashMap::new();
+            for (c, s, _) in &keys {
+                let e = counts.entry(s.as_str()).or_default();
+                e.0 += 1;
+                e.1.insert(c.as_str());
+            }
+            let mut broken = Vec::new();
+            for r in rows.values() {
+                let (n, uniq) = counts.get(r.id.as_str()).cloned().unwrap_or_default();
+                if n != r.chunk_count || uniq.len() as u32 != n {
+                    broken.push(r.id.clone());
+                }
+            }
+            if !broken.is_empty() {
+                tracing::warn!(sources = ?broken, "removing half-written sources; re-ingest them");
+                self.vectors.delete_sources(&broken).await?;
+                self.vectors
+                    .delete_chunks(&sql_in("source_id", &broken))
+                    .await?;
+                removed.extend(broken.iter().cloned());
+            }
+            // 3. Tantivy: rewrite these sources from LanceDB.
+            let good: Vec<String> = rows
+                .keys()
+                .filter(|id| !broken.contains(id))
+                .cloned()
+                .collect();
+            let chunks = if good.is_empty() {
+                Vec::new()
+            } else {
+                self.vectors
+                    .chunks_where(sql_in("source_id", &good))
+                    .await?
+            };
+            self.keywords.replace(&part, &chunks)?;
+        }
+        Ok(removed)
+    }
+
+    /// Compares the two indexes and the sources table over the whole store.
+    pub async fn check(&self) -> Result<CheckReport> {
+        let rows = self.vectors.sources_where(None).await?;
+        let keys_v = self.vectors.chunk_keys(None).await?;
+        let keys_k = self.keywords.all_keys()?;
+        Ok(self.compare(&rows, &keys_v, &keys_k)?)
+    }
+
+    fn compare(
+        &self,
+        rows: &[SourceRecord],
+        keys_v: &[(String, String, String)],
+        keys_k: &[(String, String, String)],
+    ) -> Result<CheckReport> {
+        let committed: HashMap<&str, &SourceRecord> =
+            rows.iter().map(|r| (r.id.as_str(), r)).collect();
+        let mut rep = CheckReport {
+            sources: rows.len(),
+            chunks_vector: keys_v.len(),
+            chunks_keyword: keys_k.len(),
+            pending_journal: self.journal_files()?.len(),
+            ..Default::default()
+        };
+        let mut valid: HashSet<&str> = HashSet::new();
+        let mut seen_v: HashSet<&str> = HashSet::new();
+        let mut per_source: HashMap<&str, u32> = HashMap::new();
+        for (c, s, h) in keys_v {
+            if !seen_v.insert(c) {
+                rep.duplicate_chunks.push(c.clone());
+            }
+            match committed.get(s.as_str()) {
+                Some(r) if r.content_hash == *h => {
+                    valid.insert(c);
+                    *per_source.entry(s).or_default() += 1;
+                }
+                _ => rep.orphan_vector_chunks.push(c.clone()),
+            }
+        }
+        let mut seen_k: HashSet<&str> = HashSet::new();
+        for (c, _, _) in keys_k {
+            if !seen_k.insert(c) {
+                rep.duplicate_chunks.push(c.clone());
+            }
+            if !valid.contains(c.as_str()) {
+                rep.orphan_keyword_chunks.push(c.clone());
+            }
+        }
+        for c in &valid {
+            if !seen_k.contains(c) {
+                rep.missing_keyword_chunks.push(c.to_string());
+            }
+        }
+        for r in rows {
+            if per_source.get(r.id.as_str()).copied().unwrap_or(0) != r.chunk_count {
+                rep.half_written_sources.push(r.id.clone());
+            }
+        }
+        rep.duplicate_chunks.sort();
+        rep.duplicate_chunks.dedup();
+        rep.missing_keyword_chunks.sort();
+        Ok(rep)
+    }
+
+    /// Runs `check`, reconciles every affected source, and returns the report from before the
+    /// repair plus the sources removed as half-written.
+    pub async fn repair(&self) -> Result<(CheckReport, Vec<String>)> {
+        self.require_writable()?;
+        let rows = self.vectors.sources_where(None).await?;
+        let keys_v = self.vectors.chunk_keys(None).await?;
+        let keys_k = self.keywords.all_keys()?;
+        let rep = self.compare(&rows, &keys_v, &keys_k)?;
+        let _g = self.write_lock.lock().await;
+        let ids: Vec<String> = rep.affected_sources(&keys_v, &keys_k).into_iter().collect();
+        let removed = self.reconcile(&ids).await?;
+        for f in self.journal_files()? {
+            std::fs::remove_file(f)?;
+        }
+        Ok((rep, removed))
+    }
+
+    pub async fn stats(&self) -> Result<StoreStats> {
+        let ann = self
+            .vectors
+            .ann_state()
+            .await?
+            .map(|(kind, indexed_rows, unindexed_rows)| AnnState {
+                kind,
+                indexed_rows,
+                unindexed_rows,
+            });
+        Ok(StoreStats {
+            sources: self.vectors.count_sources().await?,
+            chunks_vector: self.vectors.count_chunks().await?,
+            chunks_keyword: self.keywords.num_docs() as usize,
+            vector_bytes: dir_size(&self.dir.join("lance")),
+            keyword_bytes: dir_size(&self.dir.join("tantivy")),
+            ann_index: ann,
+        })
+    }
+
+    /// Post-write upkeep: ANN index build/refresh; compaction when `compact`.
+    pub async fn maintain(
+        &self,
+        ann_min_rows: usize,
+        ann_rebuild_rows: usize,
+        compact: bool,
+    ) -> Result<()> {
+        self.require_writable()?;
+        let _g = self.write_lock.lock().await;
+        if compact {
+            self.vectors.compact().await?;
+        }
+        self.vectors
+            .maintain_ann(ann_min_rows, ann_rebuild_rows)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Test hook for the crash test: when `CAIRN_CRASH_AT` names this point, the process aborts
+/// here (as a kill -9 would). Compiled in always; costs one env lookup per write.
+fn crash_point(name: &str) {
+    if let Ok(at) = std::env::var("CAIRN_CRASH_AT") {
+        if at == name {
+            // Count-based: CAIRN_CRASH_AFTER=N lets N writes pass first.
+            let n: usize = std::env::var("CAIRN_CRASH_AFTER")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            static HITS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            if HITS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= n {
+                eprintln!("cairn: crash point {name} reached, aborting");
+                std::process::abort();
+            }
+        }
+    }
+}

@@ -1,0 +1,557 @@
+//! The LanceDB half of the store: the `sources` table (one row per source, the commit point of
+//! every write) and the `chunks` table (text, location, filter columns and the vector).
+//!
+//! The chunks table is the source of truth for chunk content: the keyword index can always be
+//! rebuilt from it (see `store::Store::reconcile`).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow_array::builder::{ListBuilder, StringBuilder};
+use arrow_array::{
+    Array, ArrayRef, FixedSizeListArray, Float32Array, Int64Array, ListArray, RecordBatch,
+    RecordBatchIterator, StringArray, UInt32Array, UInt64Array,
+};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use futures::TryStreamExt;
+use lancedb::index::vector::IvfPqIndexBuilder;
+use lancedb::index::Index;
+use lancedb::query::{ExecutableQuery, QueryBase, Select};
+use lancedb::table::OptimizeAction;
+use lancedb::{DistanceType, Table};
+
+use super::{ChunkRecord, SourceRecord};
+use crate::error::{Error, Result};
+
+const SOURCES: &str = "sources";
+const CHUNKS: &str = "chunks";
+
+/// Columns of a chunk without its vector: what searches and repairs read.
+const CHUNK_COLUMNS: [&str; 13] = [
+    "chunk_id",
+    "source_id",
+    "content_hash",
+    "ordinal",
+    "text",
+    "title",
+    "section",
+    "page",
+    "char_start",
+    "char_end",
+    "file_type",
+    "meta",
+    "external_id",
+];
+
+pub struct VectorStore {
+    sources: Table,
+    chunks: Table,
+    dim: usize,
+}
+
+/// Quotes a string for a Lance SQL filter.
+pub fn sql_str(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// `col IN ('a', 'b')`.
+pub fn sql_in(col: &str, values: &[String]) -> String {
+    let list: Vec<String> = values.iter().map(|v| sql_str(v)).collect();
+    format!("{col} IN ({})", list.join(", "))
+}
+
+fn sources_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Utf8, false),
+        Field::new("external_id", DataType::Utf8, false),
+        Field::new("title", DataType::Utf8, false),
+        Field::new("file_type", DataType::Utf8, false),
+        Field::new("content_hash", DataType::Utf8, false),
+        Field::new("chunk_count", DataType::UInt32, false),
+        Field::new("metadata", DataType::Utf8, false),
+        Field::new("size_bytes", DataType::UInt64, false),
+        Field::new("created_at", DataType::Int64, false),
+        Field::new("updated_at", DataType::Int64, false),
+    ]))
+}
+
+fn chunks_schema(dim: usize) -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("chunk_id", DataType::Utf8, false),
+        Field::new("source_id", DataType::Utf8, false),
+        Field::new("content_hash", DataType::Utf8, false),
+        Field::new("ordinal", DataType::UInt32, false),
+        Field::new("text", DataType::Utf8, false),
+        Field::new("title", DataType::Utf8, false),
+        Field::new("section", DataType::Utf8, false),
+        Field::new("page", DataType::UInt32, true),
+        Field::new("char_start", DataType::UInt32, false),
+        Field::new("char_end", DataType::UInt32, false),
+        Field::new("file_type", DataType::Utf8, false),
+        Field::new(
+            "meta",
+            DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+            false,
+        ),
+        Field::new("external_id", DataType::Utf8, false),
+        Field::new(
+            "vector",
+            DataType::FixedSizeList(
+                Arc::new(Field::new("item", DataType::Float32, true)),
+                dim as i32,
+            ),
+            false,
+        ),
+    ]))
+}
+
+fn col<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a T> {
+    b.column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<T>())
+        .ok_or_else(|| Error::internal(format!("lancedb: column {name} missing or mistyped")))
+}
+
+impl VectorStore {
+    /// Opens (or creates) the tables under `dir`. A chunks table built with another embedding
+    /// dimension is refused: its vectors cannot be compared with the configured model's.
+    pub async fn open(dir: &Path, dim: usize) -> Result<Self> {
+        let uri = dir.to_string_lossy().into_owned();
+        let db = lancedb::connect(&uri).execute().await?;
+        let names = db.table_names().execute().await?;
+        let sources = if names.iter().any(|n| n == SOURCES) {
+            db.open_table(SOURCES).execute().await?
+        } else {
+            db.create_empty_table(SOURCES, sources_schema())
+                .execute()
+                .await?
+        };
+        let chunks = if names.iter().any(|n| n == CHUNKS) {
+            db.open_table(CHUNKS).execute().await?
+        } else {
+            db.create_empty_table(CHUNKS, chunks_schema(dim))
+                .execute()
+                .await?
+        };
+        let schema = chunks.schema().await?;
+        let stored_dim = match schema
+            .field_with_name("vector")
+            .map(|f| f.data_type().clone())
+        {
+            Ok(DataType::FixedSizeList(_, d)) => d as usize,
+            _ => {
+                return Err(Error::internal(
+                    "lancedb: chunks table has no vector column",
+                ))
+            }
+        };
+        if stored_dim != dim {
+            return Err(Error::InvalidInput(format!(
+                "the data dir {} holds {stored_dim}-dimensional vectors but the configured \
+                 embedding model produces {dim}: use the model the data dir was built with, or \
+                 a new data dir",
+                dir.display()
+            )));
+        }
+        Ok(Self {
+            sources,
+            chunks,
+            dim,
+        })
+    }
+
+    pub async fn add_chunks(&self, chunks: &[ChunkRecord]) -> Result<()> {
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        let batch = self.chunks_batch(chunks)?;
+        let schema = batch.schema();
+        let reader = RecordBatchIterator::new(vec![Ok(batch)], schema);
+        self.chunks
+            .add(Box::new(reader) as Box<dyn arrow_array::RecordBatchReader + Send>)
+            .execute()
+            .await?;
+        Ok(())
+    }
+
+    fn chunks_batch(&self, chunks: &[ChunkRecord]) -> Result<RecordBatch> {
+        let s = |f: fn(&ChunkRecord) -> &str| -> ArrayRef {
+            Arc::new(StringArray::from_iter_values(chunks.iter().map(f)))
+        };
+        let mut meta = ListBuilder::new(StringBuilder::new());
+        for c in chunks {
+            for m in &c.meta {
+                meta.values().append_value(m);
+            }
+            meta.append(true);
+        }
+        let mut flat = Vec::with_capacity(chunks.len() * self.dim);
+        for c in chunks {
+            if c.vector.len() != self.dim {
+                return Err(Error::internal(format!(
+                    "vector of {} dims for a {}-dim table",
+                    c.vector.len(),
+                    self.dim
+                )));
+            }
+            flat.extend_from_slice(&c.vector);
+        }
+        let vectors = FixedSizeListArray::try_new(
+            Arc::new(Field::new("item", DataType::Float32, true)),
+            self.dim as i32,
+            Arc::new(Float32Array::from(flat)),
+            None,
+        )?;
+        let meta = meta.finish();
+        // The builder names its item field "item" and makes it nullable, matching the schema.
+        let batch = RecordBatch::try_new(
+            chunks_schema(self.dim),
+            vec![
+                s(|c| &c.chunk_id),
+                s(|c| &c.source_id),
+                s(|c| &c.content_hash),
+                Arc::new(UInt32Array::from_iter_values(
+                    chunks.iter().map(|c| c.ordinal),
+                )),
+                s(|c| &c.text),
+                s(|c| &c.title),
+                s(|c| &c.section),
+                Arc::new(UInt32Array::from(
+                    chunks.iter().map(|c| c.page).collect::<Vec<_>>(),
+                )),
+                Arc::new(UInt32Array::from_iter_values(
+                    chunks.iter().map(|c| c.char_start),
+                )),
+                Arc::new(UInt32Array::from_iter_values(
+                    chunks.iter().map(|c| c.char_end),
+                )),
+                s(|c| &c.file_type),
+                Arc::new(meta),
+                s(|c| &c.external_id),
+                Arc::new(vectors),
+            ],
+        )?;
+        Ok(batch)
+    }
+
+    /// Inserts or replaces source rows (by id). This is the commit point of an ingest.
+    pub async fn upsert_sources(&self, rows: &[SourceRecord]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let s = |f: fn(&SourceRecord) -> String| -> ArrayRef {
+            Arc::new(StringArray::from_iter_values(rows.iter().map(f)))
+        };
+        let batch = RecordBatch::try_new(
+            sources_schema(),
+            vec![
+                s(|r| r.id.clone()),
+                s(|r| r.external_id.clone()),
+                s(|r| r.title.clone()),
+                s(|r| r.file_type.clone()),
+                s(|r| r.content_hash.clone()),
+                Arc::new(UInt32Array::from_iter_values(
+                    rows.iter().map(|r| r.chunk_count),
+                )),
+                s(|r| serde_json::Value::Object(r.metadata.clone()).to_string()),
+                Arc::new(UInt64Array::from_iter_values(
+                    rows.iter().map(|r| r.size_bytes),
+                )),
+                Arc::new(Int64Array::from_iter_values(
+                    rows.iter().map(|r| r.created_at),
+                )),
+                Arc::new(Int64Array::from_iter_values(
+                    rows.iter().map(|r| r.updated_at),
+                )),
+            ],
+        )?;
+        let schema = batch.schema();
+        let reader = RecordBatchIterator::new(vec![Ok(batch)], schema);
+        let mut merge = self.sources.merge_insert(&["id"]);
+        merge
+            .when_matched_update_all(None)
+            .when_not_matched_insert_all();
+        merge.execute(Box::new(reader)).await?;
+        Ok(())
+    }
+
+    pub async fn delete_sources(&self, ids: &[String]) -> Result<()> {
+        for part in ids.chunks(500) {
+            self.sources.delete(sql_in("id", part).as_str()).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn delete_chunks(&self, predicate: &str) -> Result<()> {
+        self.chunks.delete(predicate).await?;
+        Ok(())
+    }
+
+    /// Source rows matching a filter (all rows when `None`).
+    pub async fn sources_where(&self, filter: Option<String>) -> Result<Vec<SourceRecord>> {
+        let mut q = self.sources.query();
+        if let Some(f) = filter {
+            q = q.only_if(f);
+        }
+        let batches: Vec<RecordBatch> = q.execute().await?.try_collect().await?;
+        let mut out = Vec::new();
+        for b in &batches {
+            let id = col::<StringArray>(b, "id")?;
+            let ext = col::<StringArray>(b, "external_id")?;
+            let title = col::<StringArray>(b, "title")?;
+            let ft = col::<StringArray>(b, "file_type")?;
+            let hash = col::<StringArray>(b, "content_hash")?;
+            let cc = col::<UInt32Array>(b, "chunk_count")?;
+            let meta = col::<StringArray>(b, "metadata")?;
+            let size = col::<UInt64Array>(b, "size_bytes")?;
+            let ca = col::<Int64Array>(b, "created_at")?;
+            let ua = col::<Int64Array>(b, "updated_at")?;
+            for i in 0..b.num_rows() {
+                out.push(SourceRecord {
+                    id: id.value(i).to_string(),
+                    external_id: ext.value(i).to_string(),
+                    title: title.value(i).to_string(),
+                    file_type: ft.value(i).to_string(),
+                    content_hash: hash.value(i).to_string(),
+                    chunk_count: cc.value(i),
+                    metadata: serde_json::from_str(meta.value(i)).unwrap_or_default(),
+                    size_bytes: size.value(i),
+                    created_at: ca.value(i),
+                    updated_at: ua.value(i),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn get_sources(&self, ids: &[String]) -> Result<Vec<SourceRecord>> {
+        let mut out = Vec::new();
+        for part in ids.chunks(500) {
+            out.extend(self.sources_where(Some(sql_in("id", part))).await?);
+        }
+        Ok(out)
+    }
+
+    /// Sorted source ids greater than `after`, at most `limit` (for cursor pagination).
+    pub async fn source_ids_after(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
+        let mut q = self.sources.query().select(Select::columns(&["id"]));
+        if let Some(a) = after {
+            q = q.only_if(format!("id > {}", sql_str(a)));
+        }
+        let batches: Vec<RecordBatch> = q.execute().await?.try_collect().await?;
+        let mut ids = Vec::new();
+        for b in &batches {
+            let id = col::<StringArray>(b, "id")?;
+            ids.extend((0..b.num_rows()).map(|i| id.value(i).to_string()));
+        }
+        ids.sort_unstable();
+        ids.truncate(limit);
+        Ok(ids)
+    }
+
+    /// `(chunk_id, source_id, content_hash)` of every chunk matching `filter`.
+    pub async fn chunk_keys(
+        &self,
+        filter: Option<String>,
+    ) -> Result<Vec<(String, String, String)>> {
+        let mut q =
+            self.chunks
+                .query()
+                .select(Select::columns(&["chunk_id", "source_id", "content_hash"]));
+        if let Some(f) = filter {
+            q = q.only_if(f);
+        }
+        let batches: Vec<RecordBatch> = q.execute().await?.try_collect().await?;
+        let mut out = Vec::new();
+        for b in &batches {
+            let c = col::<StringArray>(b, "chunk_id")?;
+            let s = col::<StringArray>(b, "source_id")?;
+            let h = col::<StringArray>(b, "content_hash")?;
+            for i in 0..b.num_rows() {
+                out.push((
+                    c.value(i).to_string(),
+                    s.value(i).to_string(),
+                    h.value(i).to_string(),
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Full chunk rows (without vectors) matching `filter`.
+    pub async fn chunks_where(&self, filter: String) -> Result<Vec<ChunkRecord>> {
+        let batches: Vec<RecordBatch> = self
+            .chunks
+            .query()
+            .select(Select::columns(&CHUNK_COLUMNS))
+            .only_if(filter)
+            .execute()
+            .await?
+            .try_collect()
+            .await?;
+        let mut out = Vec::new();
+        for b in &batches {
+            out.extend(rows_to_chunks(b)?.into_iter().map(|(c, _)| c));
+        }
+        Ok(out)
+    }
+
+    /// Nearest chunks by cosine distance, optionally pre-filtered.
+    pub async fn search(
+        &self,
+        vector: &[f32],
+        k: usize,
+        filter: Option<String>,
+    ) -> Result<Vec<(ChunkRecord, f32)>> {
+        let mut q = self
+            .chunks
+            .query()
+            .nearest_to(vector)?
+            .distance_type(DistanceType::Cosine)
+            .limit(k)
+            .nprobes(32)?
+            .refine_factor(4)
+            .select(Select::columns(&CHUNK_COLUMNS));
+        if let Some(f) = filter {
+            q = q.only_if(f);
+        }
+        let batches: Vec<RecordBatch> = q.execute().await?.try_collect().await?;
+        let mut out = Vec::new();
+        for b in &batches {
+            out.extend(rows_to_chunks(b)?);
+        }
+        out.sort_by(|a, b| a.1.total_cmp(&b.1));
+        Ok(out)
+    }
+
+    pub async fn count_chunks(&self) -> Result<usize> {
+        Ok(self.chunks.count_rows(None).await?)
+    }
+
+    pub async fn count_sources(&self) -> Result<usize> {
+        Ok(self.sources.count_rows(None).await?)
+    }
+
+    /// Name and coverage of the vector index, if one exists.
+    pub async fn ann_state(&self) -> Result<Option<(String, usize, usize)>> {
+        for idx in self.chunks.list_indices().await? {
+            if idx.columns.iter().any(|c| c == "vector") {
+                let stats = self.chunks.index_stats(&idx.name).await?;
+                let (indexed, unindexed) = stats
+                    .map(|s| (s.num_indexed_rows, s.num_unindexed_rows))
+                    .unwrap_or((0, 0));
+                return Ok(Some((idx.index_type.to_string(), indexed, unindexed)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Builds the IVF-PQ index once the table reaches `min_rows`, and folds new rows into it
+    /// once `rebuild_rows` are unindexed. Below `min_rows` searches stay exact.
+    pub async fn maintain_ann(&self, min_rows: usize, rebuild_rows: usize) -> Result<bool> {
+        let rows = self.count_chunks().await?;
+        match self.ann_state().await? {
+            None if rows >= min_rows && rows >= 256 => {
+                let partitions = ((rows as f64).sqrt() as u32).clamp(1, 4096);
+                let sub_vectors = if self.dim % 16 == 0 {
+                    self.dim / 16
+                } else {
+                    self.dim / 8
+                };
+                let builder = IvfPqIndexBuilder::default()
+                    .distance_type(DistanceType::Cosine)
+                    .num_partitions(partitions)
+                    .num_sub_vectors(sub_vectors as u32);
+                self.chunks
+                    .create_index(&["vector"], Index::IvfPq(builder))
+                    .execute()
+                    .await?;
+                tracing::info!(rows, partitions, "built ann vector index");
+                Ok(true)
+            }
+            Some((_, _, unindexed)) if unindexed >= rebuild_rows => {
+                self.chunks
+                    .optimize(OptimizeAction::Index(Default::default()))
+                    .await?;
+                tracing::info!(unindexed, "folded new rows into the ann vector index");
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Compacts small fragments left by many small writes.
+    pub async fn compact(&self) -> Result<()> {
+        for t in [&self.chunks, &self.sources] {
+            t.optimize(OptimizeAction::Compact {
+                options: Default::default(),
+                remap_options: None,
+            })
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+fn rows_to_chunks(b: &RecordBatch) -> Result<Vec<(ChunkRecord, f32)>> {
+    let chunk_id = col::<StringArray>(b, "chunk_id")?;
+    let source_id = col::<StringArray>(b, "source_id")?;
+    let hash = col::<StringArray>(b, "content_hash")?;
+    let ordinal = col::<UInt32Array>(b, "ordinal")?;
+    let text = col::<StringArray>(b, "text")?;
+    let title = col::<StringArray>(b, "title")?;
+    let section = col::<StringArray>(b, "section")?;
+    let page = col::<UInt32Array>(b, "page")?;
+    let cs = col::<UInt32Array>(b, "char_start")?;
+    let ce = col::<UInt32Array>(b, "char_end")?;
+    let ft = col::<StringArray>(b, "file_type")?;
+    let meta = col::<ListArray>(b, "meta")?;
+    let ext = col::<StringArray>(b, "external_id")?;
+    let dist = b
+        .column_by_name("_distance")
+        .and_then(|c| c.as_any().downcast_ref::<Float32Array>());
+    let mut out = Vec::with_capacity(b.num_rows());
+    for i in 0..b.num_rows() {
+        let m = meta.value(i);
+        let m = m.as_any().downcast_ref::<StringArray>().map(|a| {
+            (0..a.len())
+                .map(|j| a.value(j).to_string())
+                .collect::<Vec<_>>()
+        });
+        out.push((
+            ChunkRecord {
+                chunk_id: chunk_id.value(i).to_string(),
+                source_id: source_id.value(i).to_string(),
+                content_hash: hash.value(i).to_string(),
+                ordinal: ordinal.value(i),
+                text: text.value(i).to_string(),
+                title: title.value(i).to_string(),
+                section: section.value(i).to_string(),
+                page: if page.is_null(i) {
+                    None
+                } else {
+                    Some(page.value(i))
+                },
+                char_start: cs.value(i),
+                char_end: ce.value(i),
+                file_type: ft.value(i).to_string(),
+                meta: m.unwrap_or_default(),
+                external_id: ext.value(i).to_string(),
+                vector: Vec::new(),
+            },
+            dist.map(|d| d.value(i)).unwrap_or(0.0),
+        ));
+    }
+    Ok(out)
+}
+
+/// Groups `(chunk_id, source_id, hash)` keys by source.
+pub fn by_source(keys: &[(String, String, String)]) -> HashMap<&str, Vec<(&str, &str)>> {
+    let mut m: HashMap<&str, Vec<(&str, &str)>> = HashMap::new();
+    for (c, s, h) in keys {
+        m.entry(s.as_str())
+            .or_default()
+            .push((c.as_str(), h.as_str()));
+    }
+    m
+}

@@ -1,0 +1,143 @@
+//! `spawn_app()`: a real Cairn server (real ONNX model, real LanceDB and tantivy in a temp dir)
+//! on 127.0.0.1 port 0, plus small request helpers.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use cairn::config::Config;
+use cairn::service::Cairn;
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub struct TestApp {
+    pub addr: String,
+    pub client: reqwest::Client,
+    pub cairn: Option<Arc<Cairn>>,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<()>>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+pub fn test_config(dir: &Path) -> Config {
+    let mut c = Config::default();
+    c.data_dir = dir.to_path_buf();
+    c.models.threads = 1;
+    c
+}
+
+/// A server on a fresh temp data dir.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// A server on a fresh temp data dir, with config tweaks.
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let mut cfg = test_config(tmp.path());
+    tweak(&mut cfg);
+    let mut app = start(cfg).await;
+    app._tmp = Some(tmp);
+    app
+}
+
+/// A server over an existing config (e.g. to restart on the same data dir).
+pub async fn start(cfg: Config) -> TestApp {
+    let cairn = Arc::new(Cairn::open(cfg).await.expect("open cairn"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = oneshot::channel::<()>();
+    let c2 = cairn.clone();
+    let server = tokio::spawn(async move {
+        cairn::http::serve(c2, listener, async {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
+    });
+    TestApp {
+        addr,
+        client: reqwest::Client::new(),
+        cairn: Some(cairn),
+        stop: Some(tx),
+        server: Some(server),
+        _tmp: None,
+    }
+}
+
+impl TestApp {
+    /// Stops the server gracefully and releases the data dir (keeping the temp dir alive).
+    pub async fn stop(&mut self) -> Option<tempfile::TempDir> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.server.take() {
+            h.await.unwrap();
+        }
+        let c = self.cairn.take().expect("running");
+        assert_eq!(Arc::strong_count(&c), 1, "no other holder of the store");
+        drop(c);
+        self._tmp.take()
+    }
+
+    pub fn cfg(&self) -> Config {
+        self.cairn.as_ref().unwrap().config.clone()
+    }
+
+    pub async fn upload(&self, files: &[(&str, Vec<u8>)]) -> (u16, Value) {
+        self.upload_with_meta(files, None).await
+    }
+
+    pub async fn upload_with_meta(&self, files: &[(&str, Vec<u8>)], meta: Option<Value>) -> (u16, Value) {
+        let mut form = reqwest::multipart::Form::new();
+        for (name, bytes) in files {
+            form = form.part("file", reqwest::multipart::Part::bytes(bytes.clone()).file_name(name.to_string()));
+        }
+        if let Some(m) = meta {
+            form = form.text("metadata", m.to_string());
+        }
+        let r = self.client.post(format!("{}/sources", self.addr)).multipart(form).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self.client.post(format!("{}{path}", self.addr)).json(body).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.client.get(format!("{}{path}", self.addr)).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn delete(&self, path: &str) -> u16 {
+        self.client.delete(format!("{}{path}", self.addr)).send().await.unwrap().status().as_u16()
+    }
+
+    pub async fn search(&self, body: Value) -> Vec<Value> {
+        let (s, v) = self.post_json("/search", &body).await;
+        assert_eq!(s, 200, "search failed: {v}");
+        v["results"].as_array().cloned().unwrap_or_default()
+    }
+
+    pub async fn stats(&self) -> Value {
+        let (s, v) = self.get("/stats").await;
+        assert_eq!(s, 200);
+        v
+    }
+}
+
+/// Asserts an error response's status and code.
+pub fn assert_error(got: (u16, Value), status: u16, code: &str) {
+    assert_eq!(got.0, status, "body: {}", got.1);
+    assert_eq!(got.1["error"]["code"], code, "body: {}", got.1);
+    assert!(got.1["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "body: {}", got.1);
+}
+
+/// Source ids of search results.
+pub fn source_ids(results: &[Value]) -> Vec<String> {
+    results.iter().map(|r| r["source_id"].as_str().unwrap().to_string()).collect()
+}

@@ -1,0 +1,9 @@
+//! One integration test binary: a real server (port 0, temp data dir, real ONNX model,
+//! LanceDB and tantivy) and the real `cairn` executable.
+
+mod cli;
+mod crash;
+mod errors;
+mod helpers;
+mod search;
+mod sources;

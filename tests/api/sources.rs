@@ -1,0 +1,166 @@
+//! Ingest over HTTP: every format, re-upload, update, delete, restart.
+
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+use cairn::testdata::{make_docx, make_pdf};
+
+fn md() -> Vec<u8> {
+    b"# Field Guide\n\nIntro paragraph about the expedition.\n\n## Glaciers\n\nThe zorbulite moraine sits below the glacier tongue.\n".to_vec()
+}
+
+#[tokio::test]
+async fn every_format_is_ingested_and_searchable() {
+    let app = spawn_app().await;
+    let html = b"<html><head><title>Harbour Notes</title><script>var hidden='quixotrap';</script></head><body><h1>Harbour</h1><p>The pelicanthra bird nests on the pier.</p></body></html>".to_vec();
+    let pdf = make_pdf("Survey Report", &["First page about weather.", "Second page mentions the vandermeerite mineral."]);
+    let docx = make_docx(&[(Some("Heading1"), "Methods"), (None, "We measured the crystolyth samples twice.")]);
+    let jsonl = b"{\"id\":\"rec-1\",\"title\":\"Record One\",\"text\":\"The flumberwick engine hums.\",\"metadata\":{\"lang\":\"en\"}}\n{\"id\":\"rec-2\",\"title\":\"Record Two\",\"text\":\"Another record about trees.\"}\n".to_vec();
+    let (status, body) = app
+        .upload(&[
+            ("notes.txt", b"Plain text about the snorkelberry harvest.\n\nSecond paragraph.".to_vec()),
+            ("guide.md", md()),
+            ("harbour.html", html),
+            ("survey.pdf", pdf),
+            ("methods.docx", docx),
+            ("records.jsonl", jsonl),
+        ])
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let reports = body["sources"].as_array().unwrap();
+    assert_eq!(reports.len(), 7, "6 files, the jsonl gives 2 sources: {body}");
+    assert!(reports.iter().all(|r| r["status"] == "created"), "{body}");
+
+    // Each format's unique word is found, with its location metadata.
+    let hit = |rs: &Vec<Value>| rs.first().cloned().expect("a result");
+    let r = hit(&app.search(json!({"query": "snorkelberry", "mode": "keyword"})).await);
+    assert_eq!(r["title"], "notes");
+    let r = hit(&app.search(json!({"query": "zorbulite moraine", "mode": "keyword"})).await);
+    assert_eq!(r["title"], "Field Guide");
+    assert_eq!(r["section"], "Field Guide > Glaciers");
+    let r = hit(&app.search(json!({"query": "pelicanthra", "mode": "keyword"})).await);
+    assert_eq!(r["title"], "Harbour Notes");
+    assert!(app.search(json!({"query": "quixotrap", "mode": "keyword"})).await.is_empty(), "script text is not indexed");
+    let r = hit(&app.search(json!({"query": "vandermeerite", "mode": "keyword"})).await);
+    assert_eq!(r["page"], 2, "pdf chunks keep their page: {r}");
+    let r = hit(&app.search(json!({"query": "crystolyth", "mode": "keyword"})).await);
+    assert_eq!(r["section"], "Methods");
+    let r = hit(&app.search(json!({"query": "flumberwick", "mode": "keyword"})).await);
+    assert_eq!(r["external_id"], "rec-1", "jsonl ids become external ids");
+    assert_eq!(r["title"], "Record One");
+
+    // Every chunk is in both indexes.
+    let s = app.stats().await;
+    assert_eq!(s["sources"], 7);
+    assert_eq!(s["chunks_vector"], s["chunks_keyword"]);
+    assert!(s["chunks"].as_u64().unwrap() >= 7);
+    assert_eq!(s["embedding_dim"], 384);
+}
+
+#[tokio::test]
+async fn reupload_is_a_noop_and_a_change_replaces_chunks() {
+    let app = spawn_app().await;
+    let v1 = b"Version one mentions the obsidianite quarry.".to_vec();
+    let (s, b) = app.upload(&[("doc.txt", v1.clone())]).await;
+    assert_eq!(s, 201, "{b}");
+    let id = b["sources"][0]["source_id"].as_str().unwrap().to_string();
+    let before = app.stats().await;
+
+    let (s, b) = app.upload(&[("doc.txt", v1)]).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["status"], "unchanged");
+    assert_eq!(b["sources"][0]["status"], "unchanged");
+    assert_eq!(b["sources"][0]["source_id"], id.as_str());
+    assert_eq!(app.stats().await["chunks"], before["chunks"], "no duplicates");
+
+    let (s, b) = app.upload(&[("doc.txt", b"Version two talks about the basaltine ridge instead.".to_vec())]).await;
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(b["sources"][0]["status"], "updated");
+    assert_eq!(b["sources"][0]["source_id"], id.as_str(), "same file, same source id");
+    assert!(app.search(json!({"query": "obsidianite", "mode": "keyword"})).await.is_empty(), "old chunks are gone");
+    assert_eq!(source_ids(&app.search(json!({"query": "basaltine", "mode": "keyword"})).await), vec![id.clone()]);
+    let s = app.stats().await;
+    assert_eq!(s["sources"], 1);
+    assert_eq!(s["chunks_vector"], s["chunks_keyword"]);
+    assert_eq!(s["chunks_vector"], before["chunks_vector"]);
+
+    let (st, src) = app.get(&format!("/sources/{id}")).await;
+    assert_eq!(st, 200);
+    assert_eq!(src["external_id"], "doc.txt");
+    assert_eq!(src["chunk_count"], s["chunks"]);
+    assert!(src["updated_at"].as_str().unwrap() >= src["created_at"].as_str().unwrap());
+}
+
+#[tokio::test]
+async fn json_text_sources_and_delete_from_both_indexes() {
+    let app = spawn_app().await;
+    let (s, b) = app
+        .post_json("/sources", &json!({"id": "note-7", "title": "Note", "text": "The marmalith statue stands tall.", "metadata": {"team": "a"}}))
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let id = b["sources"][0]["source_id"].as_str().unwrap().to_string();
+    let (s, _) = app.upload(&[("other.txt", b"Unrelated text on rivers.".to_vec())]).await;
+    assert_eq!(s, 201);
+    assert_eq!(app.search(json!({"query": "marmalith"})).await[0]["source_id"], id.as_str());
+
+    assert_eq!(app.delete(&format!("/sources/{id}")).await, 204);
+    assert!(app.search(json!({"query": "marmalith", "mode": "keyword"})).await.is_empty());
+    let vec_hits = app.search(json!({"query": "marmalith statue", "mode": "vector"})).await;
+    assert!(!source_ids(&vec_hits).contains(&id), "gone from the vector index too");
+    let st = app.stats().await;
+    assert_eq!(st["sources"], 1);
+    assert_eq!(st["chunks_vector"], st["chunks_keyword"]);
+    assert_error(app.get(&format!("/sources/{id}")).await, 404, "not_found");
+    assert_eq!(app.delete(&format!("/sources/{id}")).await, 404);
+    let report = app.cairn.as_ref().unwrap().store.check().await.unwrap();
+    assert!(report.is_consistent(), "{report:?}");
+}
+
+#[tokio::test]
+async fn sources_are_paginated() {
+    let app = spawn_app().await;
+    let files: Vec<(String, Vec<u8>)> =
+        (0..5).map(|i| (format!("f{i}.txt"), format!("document number {i} about topic {i}").into_bytes())).collect();
+    let refs: Vec<(&str, Vec<u8>)> = files.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
+    assert_eq!(app.upload(&refs).await.0, 201);
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/sources?limit=2&cursor={c}"),
+            None => "/sources?limit=2".to_string(),
+        };
+        let (s, page) = app.get(&path).await;
+        assert_eq!(s, 200);
+        let items = page["sources"].as_array().unwrap();
+        assert!(items.len() <= 2);
+        seen.extend(items.iter().map(|x| x["id"].as_str().unwrap().to_string()));
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(seen.len(), 5);
+    assert_eq!(sorted, seen, "pages are in id order without repeats");
+}
+
+#[tokio::test]
+async fn restart_keeps_everything() {
+    let mut app = spawn_app().await;
+    let (s, b) = app.upload(&[("keep.md", md()), ("keep2.txt", b"The tessellite lantern glows.".to_vec())]).await;
+    assert_eq!(s, 201, "{b}");
+    let before = app.stats().await;
+    let cfg = app.cfg();
+    let tmp = app.stop().await;
+    let app2 = start(cfg).await;
+    let after = app2.stats().await;
+    assert_eq!(before["sources"], after["sources"]);
+    assert_eq!(before["chunks_vector"], after["chunks_vector"]);
+    assert_eq!(after["chunks_vector"], after["chunks_keyword"]);
+    assert_eq!(app2.search(json!({"query": "tessellite"})).await[0]["title"], "keep2");
+    assert_eq!(app2.search(json!({"query": "zorbulite", "mode": "vector"})).await[0]["title"], "Field Guide");
+    drop(tmp);
+}
