@@ -47,7 +47,9 @@ pub fn bare_onnx(config: &Config, texts: &[String]) -> Result<(f64, f64)> {
     let threads = if config.models.threads > 0 {
         config.models.threads
     } else {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
     };
     let mut session = ort::session::Session::builder(&env)
         .map_err(err)?
@@ -57,7 +59,10 @@ pub fn bare_onnx(config: &Config, texts: &[String]) -> Result<(f64, f64)> {
         .map_err(err)?
         .commit_from_file(dir.join("model.onnx"))
         .map_err(err)?;
-    let wants_types = session.inputs().iter().any(|i| i.name() == "token_type_ids");
+    let wants_types = session
+        .inputs()
+        .iter()
+        .any(|i| i.name() == "token_type_ids");
     let mut tok = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).map_err(err)?;
     tok.with_padding(Some(tokenizers::PaddingParams {
         strategy: tokenizers::PaddingStrategy::BatchLongest,
@@ -76,9 +81,14 @@ pub fn bare_onnx(config: &Config, texts: &[String]) -> Result<(f64, f64)> {
         let inputs: Vec<&str> = batch.iter().map(|&i| texts[i].as_str()).collect();
         let enc = tok.encode_batch(inputs, true).map_err(err)?;
         let (b, s) = (enc.len(), enc[0].get_ids().len());
-        let ids: Vec<i64> = enc.iter().flat_map(|e| e.get_ids().iter().map(|&x| x as i64)).collect();
-        let mask: Vec<i64> =
-            enc.iter().flat_map(|e| e.get_attention_mask().iter().map(|&x| x as i64)).collect();
+        let ids: Vec<i64> = enc
+            .iter()
+            .flat_map(|e| e.get_ids().iter().map(|&x| x as i64))
+            .collect();
+        let mask: Vec<i64> = enc
+            .iter()
+            .flat_map(|e| e.get_attention_mask().iter().map(|&x| x as i64))
+            .collect();
         let types = vec![0i64; b * s];
         tok_s += t.elapsed().as_secs_f64();
         let t = Instant::now();
@@ -91,7 +101,9 @@ pub fn bare_onnx(config: &Config, texts: &[String]) -> Result<(f64, f64)> {
                 .run(ort::inputs!["input_ids" => ids, "attention_mask" => mask, "token_type_ids" => types])
                 .map_err(err)?
         } else {
-            session.run(ort::inputs!["input_ids" => ids, "attention_mask" => mask]).map_err(err)?
+            session
+                .run(ort::inputs!["input_ids" => ids, "attention_mask" => mask])
+                .map_err(err)?
         };
         let (shape, data) = out[0].try_extract_tensor::<f32>().map_err(err)?;
         std::hint::black_box((shape.len(), data.len()));
@@ -102,7 +114,10 @@ pub fn bare_onnx(config: &Config, texts: &[String]) -> Result<(f64, f64)> {
 
 /// Runs the ingest benchmark over `docs` into the (empty) data dir of `config`.
 pub async fn ingest(config: Config, docs: Vec<(String, ExtractedDoc)>) -> Result<IngestBench> {
-    if std::fs::read_dir(&config.data_dir).map(|mut d| d.next().is_some()).unwrap_or(false) {
+    if std::fs::read_dir(&config.data_dir)
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false)
+    {
         return Err(Error::InvalidInput(format!(
             "bench needs an empty data dir; {} is not empty",
             config.data_dir.display()
@@ -123,7 +138,9 @@ pub async fn ingest(config: Config, docs: Vec<(String, ExtractedDoc)>) -> Result
     let (tokenize_s, onnx_s) = {
         let c = config.clone();
         let t = texts.clone();
-        tokio::task::spawn_blocking(move || bare_onnx(&c, &t)).await.map_err(Error::internal)??
+        tokio::task::spawn_blocking(move || bare_onnx(&c, &t))
+            .await
+            .map_err(Error::internal)??
     };
     let n_docs = docs.len();
     let t = Instant::now();

@@ -181,7 +181,7 @@ impl Default for SearchConfig {
             rrf_k: 60.0,
             keyword_weight: 1.0,
             vector_weight: 1.0,
-            title_boost: 1.5,
+            title_boost: 0.25,
             snippet_chars: 240,
         }
     }

@@ -133,7 +133,10 @@ pub fn init_runtime(path: &Path) -> Result<ort::environment::Environment> {
     });
     match r {
         Ok(env) => Ok(env.clone()),
-        Err(e) => Err(Error::Unavailable { code: "model_unavailable", message: e.clone() }),
+        Err(e) => Err(Error::Unavailable {
+            code: "model_unavailable",
+            message: e.clone(),
+        }),
     }
 }
 
@@ -155,7 +158,11 @@ impl OnnxEmbedder {
         Self::from_dir(&dir, cfg, env)
     }
 
-    fn from_dir(dir: &Path, cfg: &ModelsConfig, env: ort::environment::Environment) -> Result<Self> {
+    fn from_dir(
+        dir: &Path,
+        cfg: &ModelsConfig,
+        env: ort::environment::Environment,
+    ) -> Result<Self> {
         let read = |f: &str| -> Result<Vec<u8>> {
             std::fs::read(dir.join(f)).or_else(|e| {
                 // special_tokens_map / tokenizer_config are optional in some exports.
@@ -183,8 +190,9 @@ impl OnnxEmbedder {
         let tokenizer = HfTokenizer::from_bytes(&files.tokenizer_file)?;
         let model =
             UserDefinedEmbeddingModel::new(read("model.onnx")?, files).with_pooling(pooling);
-        let mut opts =
-            InitOptionsUserDefined::new().with_max_length(cfg.max_length).with_environment(env);
+        let mut opts = InitOptionsUserDefined::new()
+            .with_max_length(cfg.max_length)
+            .with_environment(env);
         if cfg.threads > 0 {
             opts = opts.with_intra_threads(cfg.threads);
         }

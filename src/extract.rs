@@ -347,11 +347,7 @@ fn extract_md(bytes: &[u8]) -> Parsed {
                     in_html_block = true;
                     html.clear();
                 }
-                Tag::TableCell => {
-                    if !sink.trim().is_empty() {
-                        sink.push_str(" | ");
-                    }
-                }
+                Tag::TableCell if !sink.trim().is_empty() => sink.push_str(" | "),
                 Tag::Paragraph
                 | Tag::BlockQuote(_)
                 | Tag::CodeBlock(_)
@@ -363,10 +359,10 @@ fn extract_md(bytes: &[u8]) -> Parsed {
                 | Tag::DefinitionListDefinition
                 | Tag::Table(_)
                 | Tag::TableHead
-                | Tag::TableRow => {
-                    if heading.is_none() {
-                        flush(&mut buf, &mut blocks, &sections);
-                    }
+                | Tag::TableRow
+                    if heading.is_none() =>
+                {
+                    flush(&mut buf, &mut blocks, &sections)
                 }
                 _ => {}
             },
@@ -404,10 +400,10 @@ fn extract_md(bytes: &[u8]) -> Parsed {
                 | TagEnd::DefinitionListDefinition
                 | TagEnd::Table
                 | TagEnd::TableHead
-                | TagEnd::TableRow => {
-                    if heading.is_none() {
-                        flush(&mut buf, &mut blocks, &sections);
-                    }
+                | TagEnd::TableRow
+                    if heading.is_none() =>
+                {
+                    flush(&mut buf, &mut blocks, &sections)
                 }
                 _ => {}
             },
@@ -668,9 +664,12 @@ fn extract_pdf(bytes: &[u8]) -> Parsed {
     Ok((title, blocks))
 }
 
+/// A PDF's Info title and its `(page number, text)` pairs.
+type PdfText = (Option<String>, Vec<(u32, String)>);
+
 /// The Info `/Title` and the text of every page (1-based page numbers). Pages that fail are
 /// skipped; if every page fails, the first failure is the error.
-fn pdf_pages(bytes: &[u8]) -> Result<(Option<String>, Vec<(u32, String)>), ExtractError> {
+fn pdf_pages(bytes: &[u8]) -> Result<PdfText, ExtractError> {
     let mut doc = pdf_extract::Document::load_mem(bytes).map_err(|e| corrupt("pdf", e))?;
     if doc.is_encrypted() {
         doc.decrypt("")
@@ -1035,13 +1034,6 @@ mod tests {
             .iter()
             .map(|b| b.section.iter().map(String::as_str).collect())
             .collect()
-    }
-
-    fn find<'a>(doc: &'a ExtractedDoc, needle: &str) -> &'a Block {
-        doc.blocks
-            .iter()
-            .find(|b| b.text.contains(needle))
-            .unwrap_or_else(|| panic!("no block contains {needle:?}: {:#?}", doc.blocks))
     }
 
     #[test]

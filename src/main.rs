@@ -291,7 +291,12 @@ async fn run(cli: Cli, config: Config) -> Result<ExitCode, Error> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Check { repair, json } => check(config, repair, json).await,
-        Cmd::Bench { what: _, dataset, limit, json } => {
+        Cmd::Bench {
+            what: _,
+            dataset,
+            limit,
+            json,
+        } => {
             let mut config = config;
             let _scratch = if cli.data_dir.is_some() {
                 None

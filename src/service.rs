@@ -182,6 +182,9 @@ pub struct Cairn {
     pub store: Store,
     pub embedder: Arc<dyn Embedder>,
     embed_permits: Semaphore,
+    /// Held from the final hash comparison to the end of a store write, so two concurrent
+    /// uploads of the same content cannot both write it.
+    write_gate: tokio::sync::Mutex<()>,
     batches_written: std::sync::atomic::AtomicUsize,
 }
 
@@ -229,13 +232,20 @@ impl Cairn {
         let models = config.models.clone();
         let embedder: Arc<dyn Embedder> =
             Arc::new(blocking(move || OnnxEmbedder::load(&models)).await??);
-        let store = Store::open(&config.data_dir, embedder.dim(), writable).await?;
+        let store = Store::open(
+            &config.data_dir,
+            embedder.dim(),
+            writable,
+            config.search.snippet_chars,
+        )
+        .await?;
         let permits = Semaphore::new(config.server.max_concurrent_embeds.max(1));
         Ok(Self {
             config,
             store,
             embedder,
             embed_permits: permits,
+            write_gate: tokio::sync::Mutex::new(()),
             batches_written: Default::default(),
         })
     }
@@ -458,7 +468,7 @@ impl Cairn {
         let mut vec_iter = vectors.into_iter();
         let mut sources = Vec::new();
         let mut records = Vec::new();
-        let mut done = Vec::new();
+        let mut done: Vec<IngestReport> = Vec::new();
         for (p, chunks) in todo.into_iter().zip(chunked) {
             let meta = meta_terms(&p.doc.metadata);
             let old = existing.get(&p.source_id);
@@ -506,7 +516,33 @@ impl Cairn {
                 error: None,
             });
         }
+        // Another request may have written some of these sources while this one embedded:
+        // compare again under the gate and skip what is already stored with the same content.
+        let gate = self.write_gate.lock().await;
+        let now_stored: HashMap<String, String> = self
+            .store
+            .vectors
+            .get_sources(&ids)
+            .await?
+            .into_iter()
+            .map(|r| (r.id, r.content_hash))
+            .collect();
+        let same = |id: &str, hash: &str| now_stored.get(id).is_some_and(|h| h == hash);
+        records.retain(|c| !same(&c.source_id, &c.content_hash));
+        for rep in done.iter_mut() {
+            let id = rep.source_id.clone().unwrap_or_default();
+            let hash = sources
+                .iter()
+                .find(|s| s.id == id)
+                .map(|s| s.content_hash.clone())
+                .unwrap_or_default();
+            if same(&id, &hash) {
+                rep.status = IngestStatus::Unchanged;
+            }
+        }
+        sources.retain(|s| !same(&s.id, &s.content_hash));
         self.store.upsert(sources, records).await?;
+        drop(gate);
         for rep in done {
             progress(&rep);
             reports.push(rep);
@@ -604,39 +640,51 @@ impl Cairn {
         async move {
             let run_kw = req.mode != Mode::Vector && (req.mode == Mode::Keyword || wk > 0.0);
             let run_vec = req.mode != Mode::Keyword && (req.mode == Mode::Vector || wv > 0.0);
-            let mut embed_ms = 0.0;
-            let vec_hits = if run_vec {
-                let t = Instant::now();
-                let v = self
-                    .embed(vec![query.clone()])
+            // BM25 (blocking thread) and embedding + vector search run concurrently.
+            let kw = self.store.keywords.clone();
+            let (kq, kf, boost) = (
+                query.clone(),
+                req.filters.clone(),
+                self.config.search.title_boost,
+            );
+            let keyword = async move {
+                if run_kw {
+                    blocking(move || {
+                        let (hits, gen) = kw.search(&kq, k, &kf, boost)?;
+                        let gen = match gen {
+                            Some(g) => Some(g),
+                            None => kw.snippet_generator(&kq, boost),
+                        };
+                        Ok::<_, Error>((hits, gen))
+                    })
                     .await?
-                    .pop()
-                    .unwrap_or_default();
-                embed_ms = t.elapsed().as_secs_f64() * 1e3;
-                self.store
-                    .vectors
-                    .search(&v, k, req.filters.to_sql())
-                    .await?
-            } else {
-                Vec::new()
+                } else {
+                    let gen = kw.snippet_generator(&kq, boost);
+                    Ok((Vec::new(), gen))
+                }
             };
-            let (kw_hits, snippets) = if run_kw {
-                self.store.keywords.search(
-                    &query,
-                    k,
-                    &req.filters,
-                    self.config.search.title_boost,
-                )?
-            } else {
-                (Vec::new(), None)
+            let vector = async {
+                if run_vec {
+                    let t = Instant::now();
+                    let v = self
+                        .embed(vec![query.clone()])
+                        .await?
+                        .pop()
+                        .unwrap_or_default();
+                    let embed_ms = t.elapsed().as_secs_f64() * 1e3;
+                    let hits = self
+                        .store
+                        .vectors
+                        .search(&v, k, req.filters.to_sql())
+                        .await?;
+                    Ok::<_, Error>((hits, embed_ms))
+                } else {
+                    Ok((Vec::new(), 0.0))
+                }
             };
-            let snippets = match snippets {
-                Some(s) => Some(s),
-                None => self
-                    .store
-                    .keywords
-                    .snippet_generator(&query, self.config.search.title_boost),
-            };
+            let (keyword, vector) = tokio::join!(keyword, vector);
+            let (kw_hits, snippets) = keyword?;
+            let (vec_hits, embed_ms) = vector?;
             let mut chunks: HashMap<String, ChunkRecord> = HashMap::new();
             let mut explain: HashMap<String, Explain> = HashMap::new();
             let kw_ids: Vec<String> = kw_hits.iter().map(|h| h.chunk.chunk_id.clone()).collect();

@@ -204,7 +204,7 @@ struct JournalEntry {
 pub struct Store {
     dir: PathBuf,
     pub vectors: VectorStore,
-    pub keywords: KeywordIndex,
+    pub keywords: std::sync::Arc<KeywordIndex>,
     writable: bool,
     /// Serialises writes: one batch at a time goes through the protocol above.
     write_lock: Mutex<()>,
@@ -247,9 +247,18 @@ fn fsync_dir(p: &Path) {
 impl Store {
     /// Opens the store in `dir` (creating it). A writable store takes the keyword index's
     /// writer lock and replays any journal left by an interrupted write.
-    pub async fn open(dir: &Path, dim: usize, writable: bool) -> Result<Self> {
+    pub async fn open(
+        dir: &Path,
+        dim: usize,
+        writable: bool,
+        snippet_chars: usize,
+    ) -> Result<Self> {
         std::fs::create_dir_all(dir.join("journal"))?;
-        let keywords = KeywordIndex::open(&dir.join("tantivy"), writable)?;
+        let keywords = std::sync::Arc::new(KeywordIndex::open(
+            &dir.join("tantivy"),
+            writable,
+            snippet_chars,
+        )?);
         let vectors = VectorStore::open(&dir.join("lance"), dim).await?;
         let store = Self {
             dir: dir.to_path_buf(),

@@ -44,6 +44,24 @@ const CHUNK_COLUMNS: [&str; 13] = [
     "external_id",
 ];
 
+/// Search results also name the distance (so Lance need not add it implicitly).
+const VECTOR_COLUMNS: [&str; 14] = [
+    "chunk_id",
+    "source_id",
+    "content_hash",
+    "ordinal",
+    "text",
+    "title",
+    "section",
+    "page",
+    "char_start",
+    "char_end",
+    "file_type",
+    "meta",
+    "external_id",
+    "_distance",
+];
+
 pub struct VectorStore {
     sources: Table,
     chunks: Table,
@@ -411,7 +429,7 @@ impl VectorStore {
             .limit(k)
             .nprobes(32)?
             .refine_factor(4)
-            .select(Select::columns(&CHUNK_COLUMNS));
+            .select(Select::columns(&VECTOR_COLUMNS));
         if let Some(f) = filter {
             q = q.only_if(f);
         }

@@ -13,7 +13,10 @@ fn run_json(cmd: &mut std::process::Command) -> (i32, Value) {
     let out = cmd.output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let v = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
-        panic!("not JSON ({e}): {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr))
+        panic!(
+            "not JSON ({e}): {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
     });
     (out.status.code().unwrap_or(-1), v)
 }
@@ -24,8 +27,16 @@ async fn ingest_search_stats_sources_delete_check() {
     let docs = tmp.path().join("docs");
     let data = tmp.path().join("data");
     std::fs::create_dir_all(docs.join("sub")).unwrap();
-    std::fs::write(docs.join("a.md"), "# Alpha\n\nThe heliotrope orchard blooms in May.").unwrap();
-    std::fs::write(docs.join("sub/b.txt"), "Beta text about the cobblestone bridge.").unwrap();
+    std::fs::write(
+        docs.join("a.md"),
+        "# Alpha\n\nThe heliotrope orchard blooms in May.",
+    )
+    .unwrap();
+    std::fs::write(
+        docs.join("sub/b.txt"),
+        "Beta text about the cobblestone bridge.",
+    )
+    .unwrap();
     std::fs::write(docs.join("image.png"), [0x89, b'P', b'N', b'G']).unwrap();
 
     let (code, v) = run_json(cairn_cmd(&data).args(["ingest", "--json"]).arg(&docs));
@@ -38,15 +49,22 @@ async fn ingest_search_stats_sources_delete_check() {
     assert_eq!(v["unchanged"], 2);
     assert_eq!(v["created"], 0);
     // A named unsupported file is an error with a non-zero exit, and the rest still goes in.
-    let (code, v) = run_json(cairn_cmd(&data).args(["ingest", "--json"]).arg(docs.join("image.png")).arg(docs.join("a.md")));
+    let (code, v) = run_json(
+        cairn_cmd(&data)
+            .args(["ingest", "--json"])
+            .arg(docs.join("image.png"))
+            .arg(docs.join("a.md")),
+    );
     assert_eq!(code, 1);
     assert_eq!(v["failed"], 1);
     assert_eq!(v["sources"][0]["error"]["code"], "unsupported_media_type");
 
-    let (code, v) = run_json(cairn_cmd(&data).args(["search", "heliotrope orchard", "--json", "--limit", "3"]));
+    let (code, v) =
+        run_json(cairn_cmd(&data).args(["search", "heliotrope orchard", "--json", "--limit", "3"]));
     assert_eq!(code, 0);
     assert_eq!(v["results"][0]["title"], "Alpha");
-    let (_, v) = run_json(cairn_cmd(&data).args(["search", "cobblestone", "--mode", "keyword", "--json"]));
+    let (_, v) =
+        run_json(cairn_cmd(&data).args(["search", "cobblestone", "--mode", "keyword", "--json"]));
     assert_eq!(v["results"].as_array().unwrap().len(), 1);
 
     let (code, st) = run_json(cairn_cmd(&data).args(["stats", "--json"]));
@@ -64,25 +82,54 @@ async fn ingest_search_stats_sources_delete_check() {
 
     // Break the keyword index behind the store's back: check notices, repair fixes.
     {
-        let cairn = cairn::service::Cairn::open(test_config(&data)).await.unwrap();
+        let cairn = cairn::service::Cairn::open(test_config(&data))
+            .await
+            .unwrap();
         let keys = cairn.store.keywords.all_keys().unwrap();
-        cairn.store.keywords.delete_chunks(&[keys[0].0.clone()]).unwrap();
+        cairn
+            .store
+            .keywords
+            .delete_chunks(&[keys[0].0.clone()])
+            .unwrap();
     }
     let (code, v) = run_json(cairn_cmd(&data).args(["check", "--json"]));
     assert_eq!(code, 1, "{v}");
-    assert_eq!(v["report"]["missing_keyword_chunks"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        v["report"]["missing_keyword_chunks"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     let (code, v) = run_json(cairn_cmd(&data).args(["check", "--repair", "--json"]));
     assert_eq!(code, 0, "{v}");
-    assert_eq!(v["after_repair"]["missing_keyword_chunks"].as_array().unwrap().len(), 0);
+    assert_eq!(
+        v["after_repair"]["missing_keyword_chunks"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
     let (code, _) = run_json(cairn_cmd(&data).args(["check", "--json"]));
     assert_eq!(code, 0);
 
     // Delete by path.
-    let out = cairn_cmd(&data).arg("delete").arg(std::fs::canonicalize(docs.join("a.md")).unwrap()).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cairn_cmd(&data)
+        .arg("delete")
+        .arg(std::fs::canonicalize(docs.join("a.md")).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (_, st) = run_json(cairn_cmd(&data).args(["stats", "--json"]));
     assert_eq!(st["sources"], 1);
-    let out = cairn_cmd(&data).args(["delete", "src_nope"]).output().unwrap();
+    let out = cairn_cmd(&data)
+        .args(["delete", "src_nope"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
 }
@@ -93,9 +140,21 @@ async fn eval_reports_metrics_on_a_beir_folder() {
     let ds = tmp.path().join("ds");
     std::fs::create_dir_all(ds.join("qrels")).unwrap();
     let corpus = [
-        ("d1", "Volcanoes", "Magma rises through the crust and erupts as lava from volcanoes."),
-        ("d2", "Tides", "The moon's gravity pulls the oceans and causes tides twice a day."),
-        ("d3", "Bread", "Yeast ferments sugar and makes bread dough rise in the oven."),
+        (
+            "d1",
+            "Volcanoes",
+            "Magma rises through the crust and erupts as lava from volcanoes.",
+        ),
+        (
+            "d2",
+            "Tides",
+            "The moon's gravity pulls the oceans and causes tides twice a day.",
+        ),
+        (
+            "d3",
+            "Bread",
+            "Yeast ferments sugar and makes bread dough rise in the oven.",
+        ),
     ];
     let lines: Vec<String> = corpus
         .iter()
@@ -107,11 +166,26 @@ async fn eval_reports_metrics_on_a_beir_folder() {
         "{\"_id\":\"q1\",\"text\":\"what causes ocean tides\"}\n{\"_id\":\"q2\",\"text\":\"how does lava erupt\"}\n",
     )
     .unwrap();
-    std::fs::write(ds.join("qrels/test.tsv"), "query-id\tcorpus-id\tscore\nq1\td2\t1\nq2\td1\t1\n").unwrap();
+    std::fs::write(
+        ds.join("qrels/test.tsv"),
+        "query-id\tcorpus-id\tscore\nq1\td2\t1\nq2\td1\t1\n",
+    )
+    .unwrap();
     let data = tmp.path().join("data");
-    let out = cairn_cmd(&data).args(["eval", "--json", "--mode", "all", "--dataset"]).arg(&ds).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let rows: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let out = cairn_cmd(&data)
+        .args(["eval", "--json", "--mode", "all", "--dataset"])
+        .arg(&ds)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(rows.len(), 3);
     for r in &rows {
         assert_eq!(r["queries"], 2);
@@ -119,14 +193,28 @@ async fn eval_reports_metrics_on_a_beir_folder() {
             assert_eq!(r[k], 1.0, "{k} on an easy set: {r}");
         }
         assert!(r["latency_ms"]["p50"].as_f64().unwrap() > 0.0);
-        assert!(r["latency_ms"]["p95"].as_f64().unwrap() >= r["latency_ms"]["p50"].as_f64().unwrap());
+        assert!(
+            r["latency_ms"]["p95"].as_f64().unwrap() >= r["latency_ms"]["p50"].as_f64().unwrap()
+        );
     }
     assert_eq!(rows[0]["mode"], "hybrid");
     // Reusing a data dir: the second run ingests nothing.
-    let out = cairn_cmd(&data).args(["eval", "--json", "--dataset"]).arg(&ds).output().unwrap();
+    let out = cairn_cmd(&data)
+        .args(["eval", "--json", "--dataset"])
+        .arg(&ds)
+        .output()
+        .unwrap();
     assert!(out.status.success());
-    let out2 = cairn_cmd(&data).args(["eval", "--json", "--dataset"]).arg(&ds).output().unwrap();
-    assert!(String::from_utf8_lossy(&out2.stderr).contains("already ingested"), "{}", String::from_utf8_lossy(&out2.stderr));
+    let out2 = cairn_cmd(&data)
+        .args(["eval", "--json", "--dataset"])
+        .arg(&ds)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out2.stderr).contains("already ingested"),
+        "{}",
+        String::from_utf8_lossy(&out2.stderr)
+    );
 }
 
 #[tokio::test]
@@ -135,7 +223,11 @@ async fn serve_accepts_uploads_and_exits_cleanly_on_sigterm() {
     let data = tmp.path().join("data");
     let docs = tmp.path().join("docs");
     std::fs::create_dir(&docs).unwrap();
-    std::fs::write(docs.join("remote.txt"), "Uploaded through the server: the wolframite key.").unwrap();
+    std::fs::write(
+        docs.join("remote.txt"),
+        "Uploaded through the server: the wolframite key.",
+    )
+    .unwrap();
     let mut child = cairn_cmd(&data)
         .args(["serve", "--addr", "127.0.0.1:0"])
         .stdout(Stdio::piped())
@@ -145,14 +237,26 @@ async fn serve_accepts_uploads_and_exits_cleanly_on_sigterm() {
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
-    let url = line.trim().strip_prefix("cairn listening on ").unwrap_or_else(|| panic!("{line}")).to_string();
+    let url = line
+        .trim()
+        .strip_prefix("cairn listening on ")
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_string();
 
     // The data dir is locked by the server: a local write is refused with a clear message.
     let o = cairn_cmd(&data).arg("ingest").arg(&docs).output().unwrap();
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("--server"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--server"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 
-    let (code, v) = run_json(cairn_cmd(&data).args(["ingest", "--json", "--server", &url]).arg(&docs));
+    let (code, v) = run_json(
+        cairn_cmd(&data)
+            .args(["ingest", "--json", "--server", &url])
+            .arg(&docs),
+    );
     assert_eq!(code, 0, "{v}");
     assert_eq!(v["created"], 1);
     let client = reqwest::Client::new();
@@ -174,7 +278,11 @@ async fn serve_accepts_uploads_and_exits_cleanly_on_sigterm() {
     }
 
     let pid = child.id().to_string();
-    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "graceful shutdown exits 0");
     // Everything written is there after the shutdown.

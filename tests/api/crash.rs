@@ -37,13 +37,25 @@ fn acknowledged(stderr: &str) -> BTreeSet<usize> {
     stderr
         .lines()
         .filter(|l| l.starts_with("created") || l.starts_with("updated"))
-        .filter_map(|l| l.rsplit('/').next()?.strip_prefix("doc")?.get(0..2)?.parse().ok())
+        .filter_map(|l| {
+            l.rsplit('/')
+                .next()?
+                .strip_prefix("doc")?
+                .get(0..2)?
+                .parse()
+                .ok()
+        })
         .collect()
 }
 
 async fn found(cairn: &Cairn, word: &str) -> bool {
     let r = cairn
-        .search(SearchRequest { query: word.into(), mode: Mode::Keyword, limit: Some(5), ..Default::default() })
+        .search(SearchRequest {
+            query: word.into(),
+            mode: Mode::Keyword,
+            limit: Some(5),
+            ..Default::default()
+        })
         .await
         .unwrap();
     r.results.iter().any(|h| h.text.contains(word))
@@ -60,14 +72,23 @@ async fn restart_and_check(data: &Path) -> Cairn {
 
 #[tokio::test]
 async fn abort_at_every_step_of_an_update_loses_nothing_acknowledged() {
-    for point in ["after_journal", "after_vectors", "after_keywords", "after_commit"] {
+    for point in [
+        "after_journal",
+        "after_vectors",
+        "after_keywords",
+        "after_commit",
+    ] {
         let tmp = tempfile::tempdir().unwrap();
         let docs = tmp.path().join("docs");
         let data = tmp.path().join("data");
         std::fs::create_dir(&docs).unwrap();
         write_docs(&docs, 6, "a");
         let out = cairn_cmd(&data).arg("ingest").arg(&docs).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
 
         // Change every file, then crash in the second batch of the re-ingest.
         write_docs(&docs, 6, "b");
@@ -79,11 +100,18 @@ async fn abort_at_every_step_of_an_update_loses_nothing_acknowledged() {
             .env("CAIRN_CRASH_AFTER", "1")
             .output()
             .unwrap();
-        assert!(!out.status.success(), "{point}: the child must have crashed");
+        assert!(
+            !out.status.success(),
+            "{point}: the child must have crashed"
+        );
         let stderr = String::from_utf8_lossy(&out.stderr).to_string();
         assert!(stderr.contains("crash point"), "{point}: {stderr}");
         let acked = acknowledged(&stderr);
-        assert_eq!(acked, BTreeSet::from([0, 1]), "{point}: first batch acknowledged: {stderr}");
+        assert_eq!(
+            acked,
+            BTreeSet::from([0, 1]),
+            "{point}: first batch acknowledged: {stderr}"
+        );
 
         let cairn = restart_and_check(&data).await;
         let st = cairn.stats().await.unwrap();
@@ -91,7 +119,10 @@ async fn abort_at_every_step_of_an_update_loses_nothing_acknowledged() {
         for i in 0..6 {
             let new = found(&cairn, &format!("uniqword{i}b")).await;
             let old = found(&cairn, &format!("uniqword{i}a")).await;
-            assert!(new ^ old, "{point}: doc {i} is exactly one version (new {new}, old {old})");
+            assert!(
+                new ^ old,
+                "{point}: doc {i} is exactly one version (new {new}, old {old})"
+            );
             if acked.contains(&i) {
                 assert!(new, "{point}: acknowledged update of doc {i} survives");
             }
@@ -122,8 +153,15 @@ async fn abort_during_delete_and_first_ingest() {
     assert!(!out.status.success());
     {
         let cairn = restart_and_check(&data).await;
-        assert_eq!(cairn.stats().await.unwrap().sources, 2, "only the acknowledged batch exists");
-        assert!(!found(&cairn, "uniqword3a").await, "the unacknowledged batch left no chunk behind");
+        assert_eq!(
+            cairn.stats().await.unwrap().sources,
+            2,
+            "only the acknowledged batch exists"
+        );
+        assert!(
+            !found(&cairn, "uniqword3a").await,
+            "the unacknowledged batch left no chunk behind"
+        );
     }
     // A delete dies right after its commit point: the source must be gone from both indexes.
     let out = cairn_cmd(&data)
@@ -132,7 +170,11 @@ async fn abort_during_delete_and_first_ingest() {
         .env("CAIRN_CRASH_AT", "after_delete_commit")
         .output()
         .unwrap();
-    assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        !out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let cairn = restart_and_check(&data).await;
     assert_eq!(cairn.stats().await.unwrap().sources, 1);
     assert!(!found(&cairn, "uniqword0a").await);
@@ -171,12 +213,19 @@ async fn sigkill_mid_ingest_then_restart() {
     assert!(acked.len() >= 3, "child output: {seen}");
     let cairn = restart_and_check(&data).await;
     for i in &acked {
-        assert!(found(&cairn, &format!("uniqword{i}k")).await, "acknowledged doc {i} is searchable");
+        assert!(
+            found(&cairn, &format!("uniqword{i}k")).await,
+            "acknowledged doc {i} is searchable"
+        );
     }
     // Re-running the ingest completes the job without duplicates.
     drop(cairn);
     let out = cairn_cmd(&data).arg("ingest").arg(&docs).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let cairn = restart_and_check(&data).await;
     assert_eq!(cairn.stats().await.unwrap().sources, 40);
 }

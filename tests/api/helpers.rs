@@ -88,33 +88,63 @@ impl TestApp {
         self.upload_with_meta(files, None).await
     }
 
-    pub async fn upload_with_meta(&self, files: &[(&str, Vec<u8>)], meta: Option<Value>) -> (u16, Value) {
+    pub async fn upload_with_meta(
+        &self,
+        files: &[(&str, Vec<u8>)],
+        meta: Option<Value>,
+    ) -> (u16, Value) {
         let mut form = reqwest::multipart::Form::new();
         for (name, bytes) in files {
-            form = form.part("file", reqwest::multipart::Part::bytes(bytes.clone()).file_name(name.to_string()));
+            form = form.part(
+                "file",
+                reqwest::multipart::Part::bytes(bytes.clone()).file_name(name.to_string()),
+            );
         }
         if let Some(m) = meta {
             form = form.text("metadata", m.to_string());
         }
-        let r = self.client.post(format!("{}/sources", self.addr)).multipart(form).send().await.unwrap();
+        let r = self
+            .client
+            .post(format!("{}/sources", self.addr))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
-        let r = self.client.post(format!("{}{path}", self.addr)).json(body).send().await.unwrap();
+        let r = self
+            .client
+            .post(format!("{}{path}", self.addr))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let r = self.client.get(format!("{}{path}", self.addr)).send().await.unwrap();
+        let r = self
+            .client
+            .get(format!("{}{path}", self.addr))
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn delete(&self, path: &str) -> u16 {
-        self.client.delete(format!("{}{path}", self.addr)).send().await.unwrap().status().as_u16()
+        self.client
+            .delete(format!("{}{path}", self.addr))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
     }
 
     pub async fn search(&self, body: Value) -> Vec<Value> {
@@ -134,10 +164,19 @@ impl TestApp {
 pub fn assert_error(got: (u16, Value), status: u16, code: &str) {
     assert_eq!(got.0, status, "body: {}", got.1);
     assert_eq!(got.1["error"]["code"], code, "body: {}", got.1);
-    assert!(got.1["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "body: {}", got.1);
+    assert!(
+        got.1["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "body: {}",
+        got.1
+    );
 }
 
 /// Source ids of search results.
 pub fn source_ids(results: &[Value]) -> Vec<String> {
-    results.iter().map(|r| r["source_id"].as_str().unwrap().to_string()).collect()
+    results
+        .iter()
+        .map(|r| r["source_id"].as_str().unwrap().to_string())
+        .collect()
 }

@@ -13,12 +13,24 @@ fn md() -> Vec<u8> {
 async fn every_format_is_ingested_and_searchable() {
     let app = spawn_app().await;
     let html = b"<html><head><title>Harbour Notes</title><script>var hidden='quixotrap';</script></head><body><h1>Harbour</h1><p>The pelicanthra bird nests on the pier.</p></body></html>".to_vec();
-    let pdf = make_pdf("Survey Report", &["First page about weather.", "Second page mentions the vandermeerite mineral."]);
-    let docx = make_docx(&[(Some("Heading1"), "Methods"), (None, "We measured the crystolyth samples twice.")]);
+    let pdf = make_pdf(
+        "Survey Report",
+        &[
+            "First page about weather.",
+            "Second page mentions the vandermeerite mineral.",
+        ],
+    );
+    let docx = make_docx(&[
+        (Some("Heading1"), "Methods"),
+        (None, "We measured the crystolyth samples twice."),
+    ]);
     let jsonl = b"{\"id\":\"rec-1\",\"title\":\"Record One\",\"text\":\"The flumberwick engine hums.\",\"metadata\":{\"lang\":\"en\"}}\n{\"id\":\"rec-2\",\"title\":\"Record Two\",\"text\":\"Another record about trees.\"}\n".to_vec();
     let (status, body) = app
         .upload(&[
-            ("notes.txt", b"Plain text about the snorkelberry harvest.\n\nSecond paragraph.".to_vec()),
+            (
+                "notes.txt",
+                b"Plain text about the snorkelberry harvest.\n\nSecond paragraph.".to_vec(),
+            ),
             ("guide.md", md()),
             ("harbour.html", html),
             ("survey.pdf", pdf),
@@ -28,24 +40,45 @@ async fn every_format_is_ingested_and_searchable() {
         .await;
     assert_eq!(status, 201, "{body}");
     let reports = body["sources"].as_array().unwrap();
-    assert_eq!(reports.len(), 7, "6 files, the jsonl gives 2 sources: {body}");
+    assert_eq!(
+        reports.len(),
+        7,
+        "6 files, the jsonl gives 2 sources: {body}"
+    );
     assert!(reports.iter().all(|r| r["status"] == "created"), "{body}");
 
     // Each format's unique word is found, with its location metadata.
     let hit = |rs: &Vec<Value>| rs.first().cloned().expect("a result");
-    let r = hit(&app.search(json!({"query": "snorkelberry", "mode": "keyword"})).await);
+    let r = hit(&app
+        .search(json!({"query": "snorkelberry", "mode": "keyword"}))
+        .await);
     assert_eq!(r["title"], "notes");
-    let r = hit(&app.search(json!({"query": "zorbulite moraine", "mode": "keyword"})).await);
+    let r = hit(&app
+        .search(json!({"query": "zorbulite moraine", "mode": "keyword"}))
+        .await);
     assert_eq!(r["title"], "Field Guide");
     assert_eq!(r["section"], "Field Guide > Glaciers");
-    let r = hit(&app.search(json!({"query": "pelicanthra", "mode": "keyword"})).await);
+    let r = hit(&app
+        .search(json!({"query": "pelicanthra", "mode": "keyword"}))
+        .await);
     assert_eq!(r["title"], "Harbour Notes");
-    assert!(app.search(json!({"query": "quixotrap", "mode": "keyword"})).await.is_empty(), "script text is not indexed");
-    let r = hit(&app.search(json!({"query": "vandermeerite", "mode": "keyword"})).await);
+    assert!(
+        app.search(json!({"query": "quixotrap", "mode": "keyword"}))
+            .await
+            .is_empty(),
+        "script text is not indexed"
+    );
+    let r = hit(&app
+        .search(json!({"query": "vandermeerite", "mode": "keyword"}))
+        .await);
     assert_eq!(r["page"], 2, "pdf chunks keep their page: {r}");
-    let r = hit(&app.search(json!({"query": "crystolyth", "mode": "keyword"})).await);
+    let r = hit(&app
+        .search(json!({"query": "crystolyth", "mode": "keyword"}))
+        .await);
     assert_eq!(r["section"], "Methods");
-    let r = hit(&app.search(json!({"query": "flumberwick", "mode": "keyword"})).await);
+    let r = hit(&app
+        .search(json!({"query": "flumberwick", "mode": "keyword"}))
+        .await);
     assert_eq!(r["external_id"], "rec-1", "jsonl ids become external ids");
     assert_eq!(r["title"], "Record One");
 
@@ -71,14 +104,38 @@ async fn reupload_is_a_noop_and_a_change_replaces_chunks() {
     assert_eq!(b["status"], "unchanged");
     assert_eq!(b["sources"][0]["status"], "unchanged");
     assert_eq!(b["sources"][0]["source_id"], id.as_str());
-    assert_eq!(app.stats().await["chunks"], before["chunks"], "no duplicates");
+    assert_eq!(
+        app.stats().await["chunks"],
+        before["chunks"],
+        "no duplicates"
+    );
 
-    let (s, b) = app.upload(&[("doc.txt", b"Version two talks about the basaltine ridge instead.".to_vec())]).await;
+    let (s, b) = app
+        .upload(&[(
+            "doc.txt",
+            b"Version two talks about the basaltine ridge instead.".to_vec(),
+        )])
+        .await;
     assert_eq!(s, 201, "{b}");
     assert_eq!(b["sources"][0]["status"], "updated");
-    assert_eq!(b["sources"][0]["source_id"], id.as_str(), "same file, same source id");
-    assert!(app.search(json!({"query": "obsidianite", "mode": "keyword"})).await.is_empty(), "old chunks are gone");
-    assert_eq!(source_ids(&app.search(json!({"query": "basaltine", "mode": "keyword"})).await), vec![id.clone()]);
+    assert_eq!(
+        b["sources"][0]["source_id"],
+        id.as_str(),
+        "same file, same source id"
+    );
+    assert!(
+        app.search(json!({"query": "obsidianite", "mode": "keyword"}))
+            .await
+            .is_empty(),
+        "old chunks are gone"
+    );
+    assert_eq!(
+        source_ids(
+            &app.search(json!({"query": "basaltine", "mode": "keyword"}))
+                .await
+        ),
+        vec![id.clone()]
+    );
     let s = app.stats().await;
     assert_eq!(s["sources"], 1);
     assert_eq!(s["chunks_vector"], s["chunks_keyword"]);
@@ -99,14 +156,27 @@ async fn json_text_sources_and_delete_from_both_indexes() {
         .await;
     assert_eq!(s, 201, "{b}");
     let id = b["sources"][0]["source_id"].as_str().unwrap().to_string();
-    let (s, _) = app.upload(&[("other.txt", b"Unrelated text on rivers.".to_vec())]).await;
+    let (s, _) = app
+        .upload(&[("other.txt", b"Unrelated text on rivers.".to_vec())])
+        .await;
     assert_eq!(s, 201);
-    assert_eq!(app.search(json!({"query": "marmalith"})).await[0]["source_id"], id.as_str());
+    assert_eq!(
+        app.search(json!({"query": "marmalith"})).await[0]["source_id"],
+        id.as_str()
+    );
 
     assert_eq!(app.delete(&format!("/sources/{id}")).await, 204);
-    assert!(app.search(json!({"query": "marmalith", "mode": "keyword"})).await.is_empty());
-    let vec_hits = app.search(json!({"query": "marmalith statue", "mode": "vector"})).await;
-    assert!(!source_ids(&vec_hits).contains(&id), "gone from the vector index too");
+    assert!(app
+        .search(json!({"query": "marmalith", "mode": "keyword"}))
+        .await
+        .is_empty());
+    let vec_hits = app
+        .search(json!({"query": "marmalith statue", "mode": "vector"}))
+        .await;
+    assert!(
+        !source_ids(&vec_hits).contains(&id),
+        "gone from the vector index too"
+    );
     let st = app.stats().await;
     assert_eq!(st["sources"], 1);
     assert_eq!(st["chunks_vector"], st["chunks_keyword"]);
@@ -119,8 +189,14 @@ async fn json_text_sources_and_delete_from_both_indexes() {
 #[tokio::test]
 async fn sources_are_paginated() {
     let app = spawn_app().await;
-    let files: Vec<(String, Vec<u8>)> =
-        (0..5).map(|i| (format!("f{i}.txt"), format!("document number {i} about topic {i}").into_bytes())).collect();
+    let files: Vec<(String, Vec<u8>)> = (0..5)
+        .map(|i| {
+            (
+                format!("f{i}.txt"),
+                format!("document number {i} about topic {i}").into_bytes(),
+            )
+        })
+        .collect();
     let refs: Vec<(&str, Vec<u8>)> = files.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
     assert_eq!(app.upload(&refs).await.0, 201);
     let mut seen = Vec::new();
@@ -150,7 +226,12 @@ async fn sources_are_paginated() {
 #[tokio::test]
 async fn restart_keeps_everything() {
     let mut app = spawn_app().await;
-    let (s, b) = app.upload(&[("keep.md", md()), ("keep2.txt", b"The tessellite lantern glows.".to_vec())]).await;
+    let (s, b) = app
+        .upload(&[
+            ("keep.md", md()),
+            ("keep2.txt", b"The tessellite lantern glows.".to_vec()),
+        ])
+        .await;
     assert_eq!(s, 201, "{b}");
     let before = app.stats().await;
     let cfg = app.cfg();
@@ -160,7 +241,14 @@ async fn restart_keeps_everything() {
     assert_eq!(before["sources"], after["sources"]);
     assert_eq!(before["chunks_vector"], after["chunks_vector"]);
     assert_eq!(after["chunks_vector"], after["chunks_keyword"]);
-    assert_eq!(app2.search(json!({"query": "tessellite"})).await[0]["title"], "keep2");
-    assert_eq!(app2.search(json!({"query": "zorbulite", "mode": "vector"})).await[0]["title"], "Field Guide");
+    assert_eq!(
+        app2.search(json!({"query": "tessellite"})).await[0]["title"],
+        "keep2"
+    );
+    assert_eq!(
+        app2.search(json!({"query": "zorbulite", "mode": "vector"}))
+            .await[0]["title"],
+        "Field Guide"
+    );
     drop(tmp);
 }
