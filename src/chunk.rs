@@ -831,7 +831,7 @@ mod tests {
     }
 
     #[test]
-    fn scifact_sized_corpus_is_fast() {
+    fn abstract_sized_documents_chunk_per_section() {
         // 5000 documents of ~250 tokens (an abstract of ~12 sentences in 1-2 paragraphs).
         let docs: Vec<Vec<Block>> = (0..5000)
             .map(|d| {
@@ -849,16 +849,13 @@ mod tests {
             })
             .collect();
         let config = ChunkConfig::default();
-        let start = std::time::Instant::now();
+        // Two ~120-token paragraphs fit one 256-token chunk; the "Results" section is its own.
+        // (Speed is measured by `cairn bench ingest`, not here.)
         let total: usize = docs
             .iter()
             .map(|blocks| chunk_blocks(blocks, &config, &WhitespaceTokenizer).len())
             .sum();
-        let elapsed = start.elapsed();
         assert_eq!(total, 10_000);
-        // Well under a second in release builds; unoptimized test builds get some slack.
-        let limit = if cfg!(debug_assertions) { 10.0 } else { 1.0 };
-        assert!(elapsed.as_secs_f64() < limit, "chunking took {elapsed:?}");
     }
 
     fn arb_text() -> impl Strategy<Value = String> {

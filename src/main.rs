@@ -811,7 +811,7 @@ async fn eval(
     let reports = cairn
         .ingest_docs(corpus, &|_| {
             let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-            if n % 500 == 0 {
+            if n.is_multiple_of(500) {
                 eprintln!("eval: {n}/{total} documents");
             }
         })

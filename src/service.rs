@@ -555,7 +555,7 @@ impl Cairn {
             .maintain(
                 self.config.index.ann_min_rows,
                 self.config.index.ann_rebuild_rows,
-                n % 16 == 0,
+                n.is_multiple_of(16),
             )
             .await?;
         Ok(())

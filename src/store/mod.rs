@@ -478,7 +478,7 @@ impl Store {
         let rows = self.vectors.sources_where(None).await?;
         let keys_v = self.vectors.chunk_keys(None).await?;
         let keys_k = self.keywords.all_keys()?;
-        Ok(self.compare(&rows, &keys_v, &keys_k)?)
+        self.compare(&rows, &keys_v, &keys_k)
     }
 
     fn compare(

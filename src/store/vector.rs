@@ -471,7 +471,7 @@ impl VectorStore {
         match self.ann_state().await? {
             None if rows >= min_rows && rows >= 256 => {
                 let partitions = ((rows as f64).sqrt() as u32).clamp(1, 4096);
-                let sub_vectors = if self.dim % 16 == 0 {
+                let sub_vectors = if self.dim.is_multiple_of(16) {
                     self.dim / 16
                 } else {
                     self.dim / 8
