@@ -200,7 +200,8 @@ impl Default for LogConfig {
     fn default() -> Self {
         Self {
             format: "auto".into(),
-            level: "info".into(),
+            // LanceDB logs every table load at info; keep the server's log about requests.
+            level: "info,lance=warn,lance_index=warn,lance_io=warn,lance_file=warn,lance_table=warn,lancedb=warn".into(),
         }
     }
 }

@@ -99,6 +99,9 @@ pub struct SearchHit {
     pub page: Option<u32>,
     pub section: Option<String>,
     pub ordinal: u32,
+    /// Character span of the chunk in its source's extracted text.
+    pub char_start: u32,
+    pub char_end: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scores: Option<Explain>,
 }

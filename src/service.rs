@@ -736,6 +736,8 @@ impl Cairn {
                             Some(c.section)
                         },
                         ordinal: c.ordinal,
+                        char_start: c.char_start,
+                        char_end: c.char_end,
                         scores: if req.explain { Some(e) } else { None },
                     })
                 })

@@ -290,3 +290,102 @@ async fn serve_accepts_uploads_and_exits_cleanly_on_sigterm() {
     assert_eq!(st["sources"], 1);
     assert_eq!(st["chunks_vector"], st["chunks_keyword"]);
 }
+
+#[tokio::test]
+async fn missing_runtime_or_model_says_what_and_how_to_fetch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("cairn.toml");
+    std::fs::write(
+        &cfg,
+        "[models]\nonnxruntime = \"/nonexistent/libonnxruntime.so\"\n",
+    )
+    .unwrap();
+    let out = cairn_cmd(&tmp.path().join("d"))
+        .arg("--config")
+        .arg(&cfg)
+        .args(["stats"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ONNX Runtime library not found")
+            && err.contains("/nonexistent/libonnxruntime.so"),
+        "{err}"
+    );
+    assert!(err.contains("scripts/setup"), "{err}");
+
+    std::fs::write(&cfg, "[models]\nembedding = \"/nonexistent/model-dir\"\n").unwrap();
+    let out = cairn_cmd(&tmp.path().join("d"))
+        .arg("--config")
+        .arg(&cfg)
+        .args(["stats"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/nonexistent/model-dir/model.onnx") && err.contains("scripts/setup"),
+        "{err}"
+    );
+
+    // A typo in --config is an error, not a silent fallback to defaults.
+    let out = cairn_cmd(&tmp.path().join("d"))
+        .arg("--config")
+        .arg(tmp.path().join("nope.toml"))
+        .arg("stats")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+}
+
+#[tokio::test]
+async fn a_user_model_folder_with_cls_pooling_is_used() {
+    // A copy of the default model under another name, declaring CLS pooling: the store records
+    // the model's name and its dimension read from the model, and CLS vectors differ from mean.
+    let tmp = tempfile::tempdir().unwrap();
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/all-minilm-l6-v2-int8");
+    let dst = tmp.path().join("my-cls-model");
+    std::fs::create_dir_all(dst.join("1_Pooling")).unwrap();
+    for f in [
+        "model.onnx",
+        "tokenizer.json",
+        "config.json",
+        "special_tokens_map.json",
+        "tokenizer_config.json",
+    ] {
+        std::fs::copy(src.join(f), dst.join(f)).unwrap();
+    }
+    std::fs::write(
+        dst.join("1_Pooling/config.json"),
+        "{\"pooling_mode_cls_token\": true, \"pooling_mode_mean_tokens\": false}",
+    )
+    .unwrap();
+    let mut cfg = test_config(&tmp.path().join("data"));
+    cfg.models.embedding = Some(dst.clone());
+    let cls = cairn::service::Cairn::open(cfg.clone()).await.unwrap();
+    let st = cls.stats().await.unwrap();
+    assert_eq!(st.embedding_model, "my-cls-model");
+    assert_eq!(st.embedding_dim, 384);
+    let v_cls = cls
+        .embed(vec!["a sentence about rivers".into()])
+        .await
+        .unwrap();
+    drop(cls);
+    let mut mean_cfg = test_config(&tmp.path().join("data2"));
+    mean_cfg.models.embedding = Some(dst);
+    mean_cfg.models.pooling = Some("mean".into());
+    let mean = cairn::service::Cairn::open(mean_cfg).await.unwrap();
+    let v_mean = mean
+        .embed(vec!["a sentence about rivers".into()])
+        .await
+        .unwrap();
+    let dot: f32 = v_cls[0].iter().zip(&v_mean[0]).map(|(a, b)| a * b).sum();
+    assert!(
+        dot < 0.999,
+        "CLS and mean pooling give different vectors (cos {dot})"
+    );
+    let norm: f32 = v_cls[0].iter().map(|x| x * x).sum::<f32>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-4, "vectors are unit length");
+}

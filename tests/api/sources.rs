@@ -72,6 +72,16 @@ async fn every_format_is_ingested_and_searchable() {
         .search(json!({"query": "vandermeerite", "mode": "keyword"}))
         .await);
     assert_eq!(r["page"], 2, "pdf chunks keep their page: {r}");
+    let span = r["char_end"].as_u64().unwrap() - r["char_start"].as_u64().unwrap();
+    assert_eq!(
+        span as usize,
+        r["text"].as_str().unwrap().chars().count(),
+        "char span covers the chunk: {r}"
+    );
+    assert!(
+        r["char_start"].as_u64().unwrap() > 0,
+        "page 2 text starts after page 1: {r}"
+    );
     let r = hit(&app
         .search(json!({"query": "crystolyth", "mode": "keyword"}))
         .await);
