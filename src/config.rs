@@ -77,6 +77,8 @@ pub struct IngestConfig {
     pub batch_sources: usize,
     /// Largest single file accepted by `cairn ingest`, in bytes.
     pub max_file_bytes: u64,
+    /// File bytes `cairn ingest` holds in memory at once (files are read in groups).
+    pub max_batch_bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -169,6 +171,7 @@ impl Default for IngestConfig {
         Self {
             batch_sources: 256,
             max_file_bytes: 256 * 1024 * 1024,
+            max_batch_bytes: 256 * 1024 * 1024,
         }
     }
 }

@@ -530,6 +530,7 @@ async fn ingest_local(config: Config, paths: &[PathBuf], json: bool) -> Result<E
     let (files, skipped, missing) = collect_files(paths);
     let max = config.ingest.max_file_bytes;
     let group = config.ingest.batch_sources;
+    let max_batch_bytes = config.ingest.max_batch_bytes;
     let cairn = Cairn::open(config).await?;
     let progress = Progress::new(files.len(), json);
     let mut reports: Vec<IngestReport> = Vec::new();
@@ -538,40 +539,52 @@ async fn ingest_local(config: Config, paths: &[PathBuf], json: bool) -> Result<E
         progress.report(&r);
         reports.push(r);
     }
-    for part in files.chunks(group) {
-        let mut batch = Vec::new();
-        for p in part {
-            let name = external_name(p);
-            match std::fs::metadata(p).map(|m| m.len()) {
-                Ok(n) if n > max => {
-                    let r = failed_report(
-                        &name,
-                        "payload_too_large",
-                        &format!("file is {n} bytes; ingest.max_file_bytes is {max}"),
-                    );
-                    progress.report(&r);
-                    reports.push(r);
-                }
-                _ => match std::fs::read(p) {
-                    Ok(bytes) => batch.push(IngestFile {
+    // Files are read in groups bounded by count and by bytes, so a folder of large PDFs never
+    // sits in memory all at once.
+    let mut batch: Vec<IngestFile> = Vec::new();
+    let mut batch_bytes = 0u64;
+    for (i, p) in files.iter().enumerate() {
+        let name = external_name(p);
+        match std::fs::metadata(p).map(|m| m.len()) {
+            Ok(n) if n > max => {
+                let r = failed_report(
+                    &name,
+                    "payload_too_large",
+                    &format!("file is {n} bytes; ingest.max_file_bytes is {max}"),
+                );
+                progress.report(&r);
+                progress.file_done();
+                reports.push(r);
+            }
+            _ => match std::fs::read(p) {
+                Ok(bytes) => {
+                    batch_bytes += bytes.len() as u64;
+                    batch.push(IngestFile {
                         name,
                         bytes,
                         metadata: Default::default(),
-                    }),
-                    Err(e) => {
-                        let r = failed_report(&name, "unreadable_document", &e.to_string());
-                        progress.report(&r);
-                        reports.push(r);
-                    }
-                },
+                    });
+                }
+                Err(e) => {
+                    let r = failed_report(&name, "unreadable_document", &e.to_string());
+                    progress.report(&r);
+                    progress.file_done();
+                    reports.push(r);
+                }
+            },
+        }
+        let last = i + 1 == files.len();
+        if !batch.is_empty() && (last || batch.len() >= group || batch_bytes >= max_batch_bytes) {
+            let n = batch.len();
+            let out = cairn
+                .ingest_files(std::mem::take(&mut batch), &|r| progress.report(r))
+                .await?;
+            batch_bytes = 0;
+            for _ in 0..n {
+                progress.file_done();
             }
+            reports.extend(out);
         }
-        let n = batch.len();
-        let out = cairn.ingest_files(batch, &|r| progress.report(r)).await?;
-        for _ in 0..n {
-            progress.file_done();
-        }
-        reports.extend(out);
     }
     progress.finish();
     cairn.optimize().await?;

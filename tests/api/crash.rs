@@ -229,3 +229,27 @@ async fn sigkill_mid_ingest_then_restart() {
     let cairn = restart_and_check(&data).await;
     assert_eq!(cairn.stats().await.unwrap().sources, 40);
 }
+
+#[tokio::test]
+async fn cli_ingest_reads_files_in_byte_bounded_groups() {
+    // With a 1-byte budget every file is its own store write: a crash in the second write
+    // leaves exactly the first file acknowledged.
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = tmp.path().join("docs");
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&docs).unwrap();
+    write_docs(&docs, 3, "g");
+    let out = cairn_cmd(&data)
+        .arg("ingest")
+        .arg(&docs)
+        .env("CAIRN_INGEST__MAX_BATCH_BYTES", "1")
+        .env("CAIRN_CRASH_AT", "after_journal")
+        .env("CAIRN_CRASH_AFTER", "1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(acknowledged(&stderr), BTreeSet::from([0]), "{stderr}");
+    let cairn = restart_and_check(&data).await;
+    assert_eq!(cairn.stats().await.unwrap().sources, 1);
+}
