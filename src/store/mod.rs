@@ -238,6 +238,21 @@ fn dir_size(p: &Path) -> u64 {
         .sum()
 }
 
+/// Flushes the data dir's filesystem. LanceDB's local writes are not fsynced on their own, so
+/// without this an acknowledged write would survive a process crash but not a power cut.
+fn sync_fs(dir: &Path) {
+    #[cfg(target_os = "linux")]
+    if let Ok(f) = std::fs::File::open(dir) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: syncfs only reads the descriptor, which stays open for the call.
+        if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
+            tracing::warn!(error = %std::io::Error::last_os_error(), "syncfs failed");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    fsync_dir(dir);
+}
+
 fn fsync_dir(p: &Path) {
     if let Ok(f) = std::fs::File::open(p) {
         let _ = f.sync_all();
@@ -350,7 +365,10 @@ impl Store {
         crash_point("after_vectors");
         self.keywords.replace(&ids, &chunks)?;
         crash_point("after_keywords");
+        // New chunks reach the disk before the row that commits them, and the row before the ack.
+        sync_fs(&self.dir);
         self.vectors.upsert_sources(&sources).await?;
+        sync_fs(&self.dir);
         crash_point("after_commit");
         self.delete_stale_vector_chunks(&sources).await?;
         self.journal_end(&journal)?;
@@ -390,6 +408,7 @@ impl Store {
         }
         let journal = self.journal_begin("delete", &existing)?;
         self.vectors.delete_sources(&existing).await?;
+        sync_fs(&self.dir);
         crash_point("after_delete_commit");
         self.keywords.replace(&existing, &[])?;
         for part in existing.chunks(500) {
