@@ -111,8 +111,21 @@ pub struct SearchResponse {
     pub results: Vec<SearchHit>,
     pub mode: Mode,
     pub took_ms: f64,
-    /// Time spent embedding the query (0 for keyword mode).
+    pub timing: SearchTiming,
+}
+
+/// Per-stage wall times of one search, in milliseconds. Keyword retrieval runs concurrently
+/// with embedding + vector retrieval, so the stages overlap and do not add up to `took_ms`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SearchTiming {
+    /// Embedding the query (0 in keyword mode).
     pub embed_ms: f64,
+    /// BM25 retrieval including snippet preparation (0 in vector mode).
+    pub keyword_ms: f64,
+    /// Nearest-neighbour search in LanceDB (0 in keyword mode).
+    pub vector_ms: f64,
+    /// Fusion, snippets and shaping the results.
+    pub fusion_ms: f64,
 }
 
 /// Weighted reciprocal rank fusion. Each list is ids in rank order (best first) with a weight.

@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::embed::{Embedder, OnnxEmbedder};
 use crate::error::{Error, Result};
 use crate::extract::{self, ExtractedDoc};
-use crate::search::{rrf, Explain, Mode, SearchHit, SearchRequest, SearchResponse};
+use crate::search::{rrf, Explain, Mode, SearchHit, SearchRequest, SearchResponse, SearchTiming};
 use crate::store::{meta_terms, ChunkRecord, SourceRecord, Store, StoreStats};
 
 /// A file handed to ingest: its name (the source's external id) and bytes.
@@ -280,7 +280,13 @@ impl Cairn {
     pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>> {
         let _permit = self.embed_permit().await?;
         let e = self.embedder.clone();
-        blocking(move || e.embed(&texts)).await?
+        let n = texts.len();
+        let t = Instant::now();
+        let out = blocking(move || e.embed(&texts)).await?;
+        metrics::histogram!("cairn_embed_seconds").record(t.elapsed().as_secs_f64());
+        metrics::histogram!("cairn_embed_batch_size").record(n as f64);
+        metrics::counter!("cairn_embed_texts_total").increment(n as u64);
+        out
     }
 
     /// Ingests files: each yields one source (a JSONL file one per record). A file that cannot
@@ -544,6 +550,9 @@ impl Cairn {
         self.store.upsert(sources, records).await?;
         drop(gate);
         for rep in done {
+            let status = format!("{:?}", rep.status).to_lowercase();
+            metrics::counter!("cairn_ingest_sources_total", "status" => status).increment(1);
+            metrics::counter!("cairn_ingest_chunks_total").increment(rep.chunks as u64);
             progress(&rep);
             reports.push(rep);
         }
@@ -648,7 +657,8 @@ impl Cairn {
                 self.config.search.title_boost,
             );
             let keyword = async move {
-                if run_kw {
+                let t = Instant::now();
+                let r = if run_kw {
                     blocking(move || {
                         let (hits, gen) = kw.search(&kq, k, &kf, boost)?;
                         let gen = match gen {
@@ -661,7 +671,8 @@ impl Cairn {
                 } else {
                     let gen = kw.snippet_generator(&kq, boost);
                     Ok((Vec::new(), gen))
-                }
+                };
+                r.map(|(hits, gen)| (hits, gen, ms_since(t)))
             };
             let vector = async {
                 if run_vec {
@@ -671,20 +682,22 @@ impl Cairn {
                         .await?
                         .pop()
                         .unwrap_or_default();
-                    let embed_ms = t.elapsed().as_secs_f64() * 1e3;
+                    let embed_ms = ms_since(t);
+                    let t = Instant::now();
                     let hits = self
                         .store
                         .vectors
                         .search(&v, k, req.filters.to_sql())
                         .await?;
-                    Ok::<_, Error>((hits, embed_ms))
+                    Ok::<_, Error>((hits, embed_ms, ms_since(t)))
                 } else {
-                    Ok((Vec::new(), 0.0))
+                    Ok((Vec::new(), 0.0, 0.0))
                 }
             };
             let (keyword, vector) = tokio::join!(keyword, vector);
-            let (kw_hits, snippets) = keyword?;
-            let (vec_hits, embed_ms) = vector?;
+            let (kw_hits, snippets, keyword_ms) = keyword?;
+            let (vec_hits, embed_ms, vector_ms) = vector?;
+            let fusion_started = Instant::now();
             let mut chunks: HashMap<String, ChunkRecord> = HashMap::new();
             let mut explain: HashMap<String, Explain> = HashMap::new();
             let kw_ids: Vec<String> = kw_hits.iter().map(|h| h.chunk.chunk_id.clone()).collect();
@@ -745,8 +758,13 @@ impl Cairn {
             Ok(SearchResponse {
                 results,
                 mode: req.mode,
-                took_ms: started.elapsed().as_secs_f64() * 1e3,
-                embed_ms,
+                took_ms: ms_since(started),
+                timing: record_stages(SearchTiming {
+                    embed_ms,
+                    keyword_ms,
+                    vector_ms,
+                    fusion_ms: ms_since(fusion_started),
+                }),
             })
         }
         .instrument(span)
@@ -887,6 +905,25 @@ impl Cairn {
             components,
         }
     }
+}
+
+/// Records the stages that ran in `cairn_search_stage_seconds{stage}`.
+fn record_stages(t: SearchTiming) -> SearchTiming {
+    for (stage, ms) in [
+        ("embed", t.embed_ms),
+        ("keyword", t.keyword_ms),
+        ("vector", t.vector_ms),
+        ("fusion", t.fusion_ms),
+    ] {
+        if ms > 0.0 {
+            metrics::histogram!("cairn_search_stage_seconds", "stage" => stage).record(ms / 1e3);
+        }
+    }
+    t
+}
+
+fn ms_since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
 }
 
 /// The text embedded for a chunk: title and section give short chunks their context.

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Query, Request, State};
+use axum::extract::{
+    DefaultBodyLimit, FromRequest, MatchedPath, Multipart, Path, Query, Request, State,
+};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -39,6 +41,7 @@ pub struct ApiJson<T>(pub T);
 pub fn router(cairn: Arc<Cairn>) -> Router {
     let upload_limit = cairn.config.server.max_upload_bytes;
     let json_limit = cairn.config.server.max_json_bytes;
+    crate::telemetry::handle();
     let state = AppState { cairn };
     Router::new()
         .route(
@@ -54,6 +57,7 @@ pub fn router(cairn: Arc<Cairn>) -> Router {
         )
         .route("/stats", get(stats))
         .route("/health", get(health))
+        .route("/metrics", get(metrics_text))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(observe))
@@ -88,11 +92,26 @@ async fn observe(req: Request, next: Next) -> Response {
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
     let span =
         tracing::info_span!("request", request_id = %request_id, method = %method, path = %path);
+    metrics::gauge!("cairn_http_requests_in_flight").increment(1.0);
     let mut resp = next.run(req).instrument(span.clone()).await;
-    let ms = started.elapsed().as_secs_f64() * 1e3;
+    metrics::gauge!("cairn_http_requests_in_flight").decrement(1.0);
+    let secs = started.elapsed().as_secs_f64();
+    let ms = secs * 1e3;
     let status = resp.status().as_u16();
+    let labels = [
+        ("method", method.to_string()),
+        ("route", route),
+        ("status", status.to_string()),
+    ];
+    metrics::counter!("cairn_http_requests_total", &labels).increment(1);
+    metrics::histogram!("cairn_http_request_duration_seconds", &labels).record(secs);
     span.in_scope(|| {
         if let Some(InternalCause(cause)) = resp.extensions().get::<InternalCause>() {
             tracing::error!(status, error = %cause, "internal error");
@@ -348,4 +367,34 @@ async fn health(State(st): State<AppState>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(h)).into_response()
+}
+
+/// `GET /metrics`: Prometheus text exposition. Store gauges are refreshed at scrape time.
+async fn metrics_text(State(st): State<AppState>) -> Response {
+    let Some(handle) = crate::telemetry::handle() else {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics_unavailable",
+            "another metrics recorder is installed in this process",
+        )
+        .into_response();
+    };
+    if let Ok(s) = st.cairn.stats().await {
+        metrics::gauge!("cairn_sources").set(s.sources as f64);
+        metrics::gauge!("cairn_chunks", "index" => "vector").set(s.chunks_vector as f64);
+        metrics::gauge!("cairn_chunks", "index" => "keyword").set(s.chunks_keyword as f64);
+        metrics::gauge!("cairn_store_bytes", "index" => "vector").set(s.index_bytes.vector as f64);
+        metrics::gauge!("cairn_store_bytes", "index" => "keyword")
+            .set(s.index_bytes.keyword as f64);
+    }
+    metrics::gauge!("cairn_process_resident_memory_bytes")
+        .set(crate::telemetry::process_rss_bytes() as f64);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        handle.render(),
+    )
+        .into_response()
 }

@@ -5,5 +5,6 @@ mod cli;
 mod crash;
 mod errors;
 mod helpers;
+mod metrics;
 mod search;
 mod sources;

@@ -94,6 +94,26 @@ async fn explain_snippets_and_weights() {
             .contains("<mark>loyal</mark>"),
         "{top}"
     );
+    // Per-stage timings: hybrid runs every stage; keyword mode embeds nothing.
+    let (_, full) = app
+        .post_json("/search", &json!({"query": "loyal dogs"}))
+        .await;
+    let t = &full["timing"];
+    for stage in ["embed_ms", "keyword_ms", "vector_ms", "fusion_ms"] {
+        assert!(t[stage].as_f64().unwrap() > 0.0, "{stage}: {full}");
+    }
+    assert!(
+        full["took_ms"].as_f64().unwrap()
+            >= t["embed_ms"].as_f64().unwrap() + t["vector_ms"].as_f64().unwrap()
+    );
+    let (_, kw) = app
+        .post_json(
+            "/search",
+            &json!({"query": "loyal dogs", "mode": "keyword"}),
+        )
+        .await;
+    assert_eq!(kw["timing"]["embed_ms"], 0.0);
+    assert_eq!(kw["timing"]["vector_ms"], 0.0);
     // Without explain, no scores.
     let r = app.search(json!({"query": "loyal dogs"})).await;
     assert!(r[0].get("scores").is_none());
