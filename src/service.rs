@@ -181,6 +181,8 @@ pub struct Cairn {
     pub config: Config,
     pub store: Store,
     pub embedder: Arc<dyn Embedder>,
+    /// When this instance was opened (Unix seconds).
+    pub started_at: i64,
     embed_permits: Semaphore,
     /// Held from the final hash comparison to the end of a store write, so two concurrent
     /// uploads of the same content cannot both write it.
@@ -244,6 +246,7 @@ impl Cairn {
             config,
             store,
             embedder,
+            started_at: chrono::Utc::now().timestamp(),
             embed_permits: permits,
             write_gate: tokio::sync::Mutex::new(()),
             batches_written: Default::default(),

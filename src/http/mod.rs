@@ -2,6 +2,7 @@
 //! [`Cairn`] and map the result. No storage access here; no HTTP types below here.
 
 pub mod error;
+pub mod openai;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -58,6 +59,11 @@ pub fn router(cairn: Arc<Cairn>) -> Router {
         .route("/stats", get(stats))
         .route("/health", get(health))
         .route("/metrics", get(metrics_text))
+        .route(
+            "/v1/embeddings",
+            post(openai::embeddings).layer(DefaultBodyLimit::max(json_limit)),
+        )
+        .route("/v1/models", get(openai::models))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(observe))

@@ -6,5 +6,6 @@ mod crash;
 mod errors;
 mod helpers;
 mod metrics;
+mod openai;
 mod search;
 mod sources;
