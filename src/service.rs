@@ -179,14 +179,11 @@ pub struct ComponentHealth {
 /// The knowledge base: configuration, store and models.
 pub struct Cairn {
     pub config: Config,
-    pub store: Store,
+    pub store: Arc<Store>,
     pub embedder: Arc<dyn Embedder>,
     /// When this instance was opened (Unix seconds).
     pub started_at: i64,
     embed_permits: Semaphore,
-    /// Held from the final hash comparison to the end of a store write, so two concurrent
-    /// uploads of the same content cannot both write it.
-    write_gate: tokio::sync::Mutex<()>,
     batches_written: std::sync::atomic::AtomicUsize,
 }
 
@@ -234,13 +231,15 @@ impl Cairn {
         let models = config.models.clone();
         let embedder: Arc<dyn Embedder> =
             Arc::new(blocking(move || OnnxEmbedder::load(&models)).await??);
-        let store = Store::open(
-            &config.data_dir,
-            embedder.dim(),
-            writable,
-            config.search.snippet_chars,
-        )
-        .await?;
+        let store = Arc::new(
+            Store::open(
+                &config.data_dir,
+                embedder.dim(),
+                writable,
+                config.search.snippet_chars,
+            )
+            .await?,
+        );
         let permits = Semaphore::new(config.server.max_concurrent_embeds.max(1));
         Ok(Self {
             config,
@@ -248,7 +247,6 @@ impl Cairn {
             embedder,
             started_at: chrono::Utc::now().timestamp(),
             embed_permits: permits,
-            write_gate: tokio::sync::Mutex::new(()),
             batches_written: Default::default(),
         })
     }
@@ -525,33 +523,22 @@ impl Cairn {
                 error: None,
             });
         }
-        // Another request may have written some of these sources while this one embedded:
-        // compare again under the gate and skip what is already stored with the same content.
-        let gate = self.write_gate.lock().await;
-        let now_stored: HashMap<String, String> = self
+        // The store skips sources that another request stored with the same content meanwhile.
+        let written: HashSet<String> = self
             .store
-            .vectors
-            .get_sources(&ids)
+            .upsert(sources, records)
             .await?
             .into_iter()
-            .map(|r| (r.id, r.content_hash))
             .collect();
-        let same = |id: &str, hash: &str| now_stored.get(id).is_some_and(|h| h == hash);
-        records.retain(|c| !same(&c.source_id, &c.content_hash));
         for rep in done.iter_mut() {
-            let id = rep.source_id.clone().unwrap_or_default();
-            let hash = sources
-                .iter()
-                .find(|s| s.id == id)
-                .map(|s| s.content_hash.clone())
-                .unwrap_or_default();
-            if same(&id, &hash) {
+            if !rep
+                .source_id
+                .as_ref()
+                .is_some_and(|id| written.contains(id))
+            {
                 rep.status = IngestStatus::Unchanged;
             }
         }
-        sources.retain(|s| !same(&s.id, &s.content_hash));
-        self.store.upsert(sources, records).await?;
-        drop(gate);
         for rep in done {
             let status = format!("{:?}", rep.status).to_lowercase();
             metrics::counter!("cairn_ingest_sources_total", "status" => status).increment(1);

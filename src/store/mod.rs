@@ -24,9 +24,11 @@ pub mod vector;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
+use tracing::Instrument;
 
 use crate::error::{Error, Result};
 use keyword::KeywordIndex;
@@ -204,7 +206,7 @@ struct JournalEntry {
 pub struct Store {
     dir: PathBuf,
     pub vectors: VectorStore,
-    pub keywords: std::sync::Arc<KeywordIndex>,
+    pub keywords: Arc<KeywordIndex>,
     writable: bool,
     /// Serialises writes: one batch at a time goes through the protocol above.
     write_lock: Mutex<()>,
@@ -269,7 +271,7 @@ impl Store {
         snippet_chars: usize,
     ) -> Result<Self> {
         std::fs::create_dir_all(dir.join("journal"))?;
-        let keywords = std::sync::Arc::new(KeywordIndex::open(
+        let keywords = Arc::new(KeywordIndex::open(
             &dir.join("tantivy"),
             writable,
             snippet_chars,
@@ -351,13 +353,48 @@ impl Store {
     }
 
     /// Writes a batch of sources (replacing earlier versions) with their chunks, atomically per
-    /// the protocol in the module docs. Returns once both indexes are durable.
-    pub async fn upsert(&self, sources: Vec<SourceRecord>, chunks: Vec<ChunkRecord>) -> Result<()> {
+    /// the protocol in the module docs. Returns once both indexes are durable, with the ids that
+    /// were written: a source already stored with the same content hash (another request won the
+    /// race) is skipped.
+    ///
+    /// The write runs in its own task: if the caller is dropped (a client disconnects, a timeout
+    /// fires) the write still finishes, so a live server never holds a half-done write.
+    pub async fn upsert(
+        self: &Arc<Self>,
+        sources: Vec<SourceRecord>,
+        chunks: Vec<ChunkRecord>,
+    ) -> Result<Vec<String>> {
         self.require_writable()?;
         if sources.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
+        let this = self.clone();
+        let task = async move { this.upsert_locked(sources, chunks).await };
+        tokio::spawn(task.instrument(tracing::Span::current()))
+            .await
+            .map_err(|e| Error::internal(format!("store write task failed: {e}")))?
+    }
+
+    async fn upsert_locked(
+        &self,
+        mut sources: Vec<SourceRecord>,
+        mut chunks: Vec<ChunkRecord>,
+    ) -> Result<Vec<String>> {
         let _g = self.write_lock.lock().await;
+        let ids: Vec<String> = sources.iter().map(|s| s.id.clone()).collect();
+        let stored: HashMap<String, String> = self
+            .vectors
+            .get_sources(&ids)
+            .await?
+            .into_iter()
+            .map(|r| (r.id, r.content_hash))
+            .collect();
+        let same = |id: &str, hash: &str| stored.get(id).is_some_and(|h| h == hash);
+        sources.retain(|s| !same(&s.id, &s.content_hash));
+        chunks.retain(|c| !same(&c.source_id, &c.content_hash));
+        if sources.is_empty() {
+            return Ok(Vec::new());
+        }
         let ids: Vec<String> = sources.iter().map(|s| s.id.clone()).collect();
         let journal = self.journal_begin("upsert", &ids)?;
         crash_point("after_journal");
@@ -372,7 +409,7 @@ impl Store {
         crash_point("after_commit");
         self.delete_stale_vector_chunks(&sources).await?;
         self.journal_end(&journal)?;
-        Ok(())
+        Ok(ids)
     }
 
     async fn delete_stale_vector_chunks(&self, committed: &[SourceRecord]) -> Result<()> {
@@ -392,9 +429,19 @@ impl Store {
         Ok(())
     }
 
-    /// Deletes sources from both indexes. Returns the ids that existed.
-    pub async fn delete(&self, ids: &[String]) -> Result<Vec<String>> {
+    /// Deletes sources from both indexes. Returns the ids that existed. Like `upsert`, the
+    /// write finishes even if the caller is dropped.
+    pub async fn delete(self: &Arc<Self>, ids: &[String]) -> Result<Vec<String>> {
         self.require_writable()?;
+        let this = self.clone();
+        let ids = ids.to_vec();
+        let task = async move { this.delete_locked(&ids).await };
+        tokio::spawn(task.instrument(tracing::Span::current()))
+            .await
+            .map_err(|e| Error::internal(format!("store write task failed: {e}")))?
+    }
+
+    async fn delete_locked(&self, ids: &[String]) -> Result<Vec<String>> {
         let _g = self.write_lock.lock().await;
         let existing: Vec<String> = self
             .vectors
@@ -590,6 +637,11 @@ impl Store {
             keyword_bytes: dir_size(&self.dir.join("tantivy")),
             ann_index: ann,
         })
+    }
+
+    /// Waits until no write is in progress (for tests and orderly shutdown).
+    pub async fn wait_idle(&self) {
+        drop(self.write_lock.lock().await);
     }
 
     /// Post-write upkeep: ANN index build/refresh; compaction when `compact`.

@@ -262,3 +262,53 @@ async fn restart_keeps_everything() {
     );
     drop(tmp);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_caller_never_leaves_a_half_done_write() {
+    // A client that disconnects (or a timeout) drops the request's future; the store write it
+    // started must still finish, or the live server would serve a half-written batch.
+    let app = spawn_app().await;
+    let cairn = app.cairn.clone().unwrap();
+    let docs: Vec<(String, cairn::extract::ExtractedDoc)> = (0..60)
+        .map(|i| {
+            let doc = cairn::extract::ExtractedDoc {
+                external_id: Some(format!("d{i}")),
+                title: format!("Doc {i}"),
+                metadata: Default::default(),
+                file_type: cairn::extract::FileType::Txt,
+                blocks: vec![cairn::extract::Block {
+                    text: format!("document {i} about the dropped caller"),
+                    page: None,
+                    section: Vec::new(),
+                }],
+            };
+            (format!("d{i}"), doc)
+        })
+        .collect();
+    let c2 = cairn.clone();
+    let task = tokio::spawn(async move { c2.ingest_docs(docs, &|_| {}).await });
+    // Wait until the store write has begun (its journal entry exists), then drop the caller.
+    let journal = app.cfg().data_dir.join("journal");
+    let mut seen = false;
+    while !task.is_finished() {
+        let pending = std::fs::read_dir(&journal)
+            .unwrap()
+            .any(|e| e.unwrap().path().extension().is_some_and(|x| x == "json"));
+        if pending {
+            seen = true;
+            task.abort();
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    assert!(seen, "the write was observed in progress");
+    cairn.store.wait_idle().await;
+    let rep = cairn.store.check().await.unwrap();
+    assert!(rep.is_consistent(), "{rep:?}");
+    assert_eq!(rep.pending_journal, 0);
+    assert_eq!(
+        cairn.stats().await.unwrap().sources,
+        60,
+        "the write finished without its caller"
+    );
+}
