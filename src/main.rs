@@ -369,7 +369,9 @@ async fn serve(config: Config) -> Result<ExitCode, Error> {
     // A machine-readable line for scripts and tests that bind port 0.
     println!("cairn listening on http://{local}");
     cairn::http::serve(cairn.clone(), listener, shutdown_signal()).await?;
-    tracing::info!("shutting down: in-flight requests finished");
+    // A write whose client went away runs on in its own task: let it finish before exiting.
+    cairn.store.wait_idle().await;
+    tracing::info!("shutting down: in-flight requests and writes finished");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -312,3 +312,34 @@ async fn a_dropped_caller_never_leaves_a_half_done_write() {
         "the write finished without its caller"
     );
 }
+
+#[tokio::test]
+async fn concurrent_uploads_of_the_same_file_store_it_once() {
+    let app = spawn_app().await;
+    let body = b"Racing uploads of the xylophonist manuscript.".to_vec();
+    let files = [("race.txt", body)];
+    let (a, b) = tokio::join!(app.upload(&files), app.upload(&files));
+    let mut statuses = vec![
+        a.1["sources"][0]["status"].clone(),
+        b.1["sources"][0]["status"].clone(),
+    ];
+    statuses.sort_by_key(|v| v.to_string());
+    assert_eq!(
+        statuses,
+        [json!("created"), json!("unchanged")],
+        "{a:?} {b:?}"
+    );
+    let st = app.stats().await;
+    assert_eq!(st["sources"], 1);
+    assert_eq!(st["chunks_vector"], 1, "no duplicate chunks: {st}");
+    assert_eq!(st["chunks_keyword"], 1);
+    assert!(app
+        .cairn
+        .as_ref()
+        .unwrap()
+        .store
+        .check()
+        .await
+        .unwrap()
+        .is_consistent());
+}
