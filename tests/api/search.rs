@@ -159,6 +159,15 @@ async fn filters_apply_to_both_retrievers() {
         .search(json!({"query": "cats", "filters": {"metadata": {"team": "nobody"}}}))
         .await;
     assert!(r.is_empty());
+    // Quotes and backslashes in filter values are data, not syntax.
+    for v in ["o'brien", "a\\b", "x\" OR 1=1 --", "' OR ''='"] {
+        for mode in ["hybrid", "vector", "keyword"] {
+            let body = json!({"query": "cats", "mode": mode,
+                "filters": {"metadata": {"team": v}, "source_ids": [v], "file_types": [v]}});
+            let r = app.search(body).await;
+            assert!(r.is_empty(), "{mode} {v}: {r:?}");
+        }
+    }
 }
 
 #[tokio::test]
