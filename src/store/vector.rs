@@ -44,24 +44,6 @@ const CHUNK_COLUMNS: [&str; 13] = [
     "external_id",
 ];
 
-/// Search results also name the distance (so Lance need not add it implicitly).
-const VECTOR_COLUMNS: [&str; 14] = [
-    "chunk_id",
-    "source_id",
-    "content_hash",
-    "ordinal",
-    "text",
-    "title",
-    "section",
-    "page",
-    "char_start",
-    "char_end",
-    "file_type",
-    "meta",
-    "external_id",
-    "_distance",
-];
-
 pub struct VectorStore {
     sources: Table,
     chunks: Table,
@@ -429,7 +411,10 @@ impl VectorStore {
             .limit(k)
             .nprobes(32)?
             .refine_factor(4)
-            .select(Select::columns(&VECTOR_COLUMNS));
+            // Naming the distance column keeps Lance from adding it implicitly (and warning).
+            .select(Select::columns(
+                &[&CHUNK_COLUMNS[..], &["_distance"]].concat(),
+            ));
         if let Some(f) = filter {
             q = q.only_if(f);
         }

@@ -295,35 +295,26 @@ async fn serve_accepts_uploads_and_exits_cleanly_on_sigterm() {
 async fn missing_runtime_or_model_says_what_and_how_to_fetch() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("cairn.toml");
-    std::fs::write(
-        &cfg,
-        "[models]\nonnxruntime = \"/nonexistent/libonnxruntime.so\"\n",
-    )
-    .unwrap();
-    let out = cairn_cmd(&tmp.path().join("d"))
-        .arg("--config")
-        .arg(&cfg)
-        .args(["stats"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    // `cairn stats` with a config file; returns its stderr after asserting it failed.
+    let stats_fails_with = |toml: &str| {
+        std::fs::write(&cfg, toml).unwrap();
+        let out = cairn_cmd(&tmp.path().join("d"))
+            .arg("--config")
+            .arg(&cfg)
+            .arg("stats")
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let err = stats_fails_with("[models]\nonnxruntime = \"/nonexistent/libonnxruntime.so\"\n");
     assert!(
         err.contains("ONNX Runtime library not found")
             && err.contains("/nonexistent/libonnxruntime.so"),
         "{err}"
     );
     assert!(err.contains("scripts/setup"), "{err}");
-
-    std::fs::write(&cfg, "[models]\nembedding = \"/nonexistent/model-dir\"\n").unwrap();
-    let out = cairn_cmd(&tmp.path().join("d"))
-        .arg("--config")
-        .arg(&cfg)
-        .args(["stats"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = stats_fails_with("[models]\nembedding = \"/nonexistent/model-dir\"\n");
     assert!(
         err.contains("/nonexistent/model-dir/model.onnx") && err.contains("scripts/setup"),
         "{err}"

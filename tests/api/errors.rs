@@ -174,13 +174,5 @@ async fn bad_requests_get_clear_json_errors() {
         app.search(json!({"query": "quillion"})).await[0]["external_id"],
         "a.txt"
     );
-    assert!(app
-        .cairn
-        .as_ref()
-        .unwrap()
-        .store
-        .check()
-        .await
-        .unwrap()
-        .is_consistent());
+    app.assert_consistent().await;
 }

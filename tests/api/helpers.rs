@@ -155,6 +155,12 @@ impl TestApp {
         v["results"].as_array().cloned().unwrap_or_default()
     }
 
+    /// Asserts that both indexes and the sources table agree.
+    pub async fn assert_consistent(&self) {
+        let rep = self.cairn.as_ref().unwrap().store.check().await.unwrap();
+        assert!(rep.is_consistent(), "{rep:?}");
+    }
+
     pub async fn stats(&self) -> Value {
         let (s, v) = self.get("/stats").await;
         assert_eq!(s, 200);

@@ -66,77 +66,53 @@ async fn embeddings_match_the_model_in_float_and_base64() {
 #[tokio::test]
 async fn embeddings_errors_use_the_openai_shape() {
     let app = spawn_app().await;
-    let check = |(s, b): (u16, Value), status: u16, code: &str, param: &str| {
-        assert_eq!(s, status, "{b}");
+    let cases = [
+        (
+            json!({"model": "text-embedding-ada-002", "input": "x"}),
+            404,
+            "model_not_found",
+            "model",
+        ),
+        (
+            json!({"model": "default", "input": [1, 2, 3]}),
+            400,
+            "invalid_request",
+            "input",
+        ),
+        (
+            json!({"model": "default", "input": ["ok", ""]}),
+            400,
+            "invalid_request",
+            "input",
+        ),
+        (
+            json!({"model": "default", "input": []}),
+            400,
+            "invalid_request",
+            "input",
+        ),
+        (
+            json!({"model": "default", "input": "x", "dimensions": 128}),
+            400,
+            "invalid_request",
+            "dimensions",
+        ),
+        (
+            json!({"model": "default", "input": "x", "encoding_format": "hex"}),
+            400,
+            "invalid_request",
+            "encoding_format",
+        ),
+        (json!({"input": "x"}), 400, "invalid_request", "input"),
+    ];
+    for (body, status, code, param) in cases {
+        let (s, b): (u16, Value) = app.post_json("/v1/embeddings", &body).await;
+        assert_eq!(s, status, "{body} -> {b}");
         assert_eq!(b["error"]["code"], code, "{b}");
         assert_eq!(b["error"]["param"], param, "{b}");
         assert!(
             b["error"]["type"].as_str().is_some() && b["error"]["message"].as_str().is_some(),
             "{b}"
         );
-    };
-    check(
-        app.post_json(
-            "/v1/embeddings",
-            &json!({"model": "text-embedding-ada-002", "input": "x"}),
-        )
-        .await,
-        404,
-        "model_not_found",
-        "model",
-    );
-    check(
-        app.post_json(
-            "/v1/embeddings",
-            &json!({"model": "default", "input": [1, 2, 3]}),
-        )
-        .await,
-        400,
-        "invalid_request",
-        "input",
-    );
-    check(
-        app.post_json(
-            "/v1/embeddings",
-            &json!({"model": "default", "input": ["ok", ""]}),
-        )
-        .await,
-        400,
-        "invalid_request",
-        "input",
-    );
-    check(
-        app.post_json("/v1/embeddings", &json!({"model": "default", "input": []}))
-            .await,
-        400,
-        "invalid_request",
-        "input",
-    );
-    check(
-        app.post_json(
-            "/v1/embeddings",
-            &json!({"model": "default", "input": "x", "dimensions": 128}),
-        )
-        .await,
-        400,
-        "invalid_request",
-        "dimensions",
-    );
-    check(
-        app.post_json(
-            "/v1/embeddings",
-            &json!({"model": "default", "input": "x", "encoding_format": "hex"}),
-        )
-        .await,
-        400,
-        "invalid_request",
-        "encoding_format",
-    );
-    check(
-        app.post_json("/v1/embeddings", &json!({"input": "x"}))
-            .await,
-        400,
-        "invalid_request",
-        "input",
-    );
+    }
 }

@@ -192,8 +192,7 @@ async fn json_text_sources_and_delete_from_both_indexes() {
     assert_eq!(st["chunks_vector"], st["chunks_keyword"]);
     assert_error(app.get(&format!("/sources/{id}")).await, 404, "not_found");
     assert_eq!(app.delete(&format!("/sources/{id}")).await, 404);
-    let report = app.cairn.as_ref().unwrap().store.check().await.unwrap();
-    assert!(report.is_consistent(), "{report:?}");
+    app.assert_consistent().await;
 }
 
 #[tokio::test]
@@ -333,13 +332,5 @@ async fn concurrent_uploads_of_the_same_file_store_it_once() {
     assert_eq!(st["sources"], 1);
     assert_eq!(st["chunks_vector"], 1, "no duplicate chunks: {st}");
     assert_eq!(st["chunks_keyword"], 1);
-    assert!(app
-        .cairn
-        .as_ref()
-        .unwrap()
-        .store
-        .check()
-        .await
-        .unwrap()
-        .is_consistent());
+    app.assert_consistent().await;
 }
