@@ -305,14 +305,24 @@ impl Cairn {
                 let name = file.name.clone();
                 let size = file.bytes.len() as u64;
                 let file_meta = file.metadata.clone();
+                let jsonl = extract::FileType::from_name(&name) == Some(extract::FileType::Jsonl);
+                // A JSONL file gives one result per non-blank line, in order: their line numbers
+                // label the records (and identify those without an `id`).
+                let lines: Vec<usize> = if jsonl {
+                    file.bytes
+                        .split(|&b| b == b'\n')
+                        .enumerate()
+                        .filter(|(_, l)| l.iter().any(|b| !b.is_ascii_whitespace()))
+                        .map(|(i, _)| i + 1)
+                        .collect()
+                } else {
+                    Vec::new()
+                };
                 let results = blocking(move || extract::extract(&file.name, &file.bytes)).await?;
-                let multi = results.len() > 1
-                    || extract::FileType::from_name(&name) == Some(extract::FileType::Jsonl);
                 for (i, r) in results.into_iter().enumerate() {
-                    let label = if multi {
-                        format!("{name}#L{}", i + 1)
-                    } else {
-                        name.clone()
+                    let label = match lines.get(i) {
+                        Some(line) => format!("{name}#L{line}"),
+                        None => name.clone(),
                     };
                     match r {
                         Ok(mut doc) => {
@@ -321,6 +331,12 @@ impl Cairn {
                             }
                             let external_id =
                                 doc.external_id.clone().unwrap_or_else(|| label.clone());
+                            // A record's size is its own text, not the whole file's.
+                            let size = if jsonl {
+                                doc.blocks.iter().map(|b| b.text.len() as u64).sum()
+                            } else {
+                                size
+                            };
                             pending.push(self.prepare(label, doc, external_id, size));
                         }
                         Err(e) => {

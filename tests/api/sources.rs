@@ -91,6 +91,14 @@ async fn every_format_is_ingested_and_searchable() {
         .await);
     assert_eq!(r["external_id"], "rec-1", "jsonl ids become external ids");
     assert_eq!(r["title"], "Record One");
+    let files: Vec<&str> = reports
+        .iter()
+        .map(|r| r["file"].as_str().unwrap())
+        .collect();
+    assert!(
+        files.contains(&"records.jsonl#L1") && files.contains(&"records.jsonl#L2"),
+        "{files:?}"
+    );
 
     // Every chunk is in both indexes.
     let s = app.stats().await;
@@ -333,4 +341,47 @@ async fn concurrent_uploads_of_the_same_file_store_it_once() {
     assert_eq!(st["chunks_vector"], 1, "no duplicate chunks: {st}");
     assert_eq!(st["chunks_keyword"], 1);
     app.assert_consistent().await;
+}
+
+#[tokio::test]
+async fn jsonl_records_are_labelled_by_line_and_bad_lines_do_not_stop_the_rest() {
+    let app = spawn_app().await;
+    let jsonl = b"{\"title\":\"A\",\"text\":\"alpha record about the quasimodo bell\"}\n\n{not json}\n{\"title\":\"B\",\"text\":\"beta record\"}\n".to_vec();
+    let (s, b) = app.upload(&[("recs.jsonl", jsonl.clone())]).await;
+    assert_eq!(s, 201, "{b}");
+    let got: Vec<(String, String)> = b["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["file"].as_str().unwrap().to_string(),
+                r["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let want = [
+        ("recs.jsonl#L1", "created"),
+        ("recs.jsonl#L3", "failed"),
+        ("recs.jsonl#L4", "created"),
+    ];
+    let mut got_sorted = got.clone();
+    got_sorted.sort();
+    assert_eq!(
+        got_sorted,
+        want.map(|(a, b)| (a.to_string(), b.to_string())),
+        "{b}"
+    );
+    // Records without an id are identified by file and line, so re-uploading is a no-op.
+    let (s, b) = app.upload(&[("recs.jsonl", jsonl)]).await;
+    assert_eq!(
+        s, 200,
+        "the bad line still fails, the rest is unchanged: {b}"
+    );
+    assert_eq!(b["status"], "unchanged");
+    let hit = &app
+        .search(json!({"query": "quasimodo", "mode": "keyword"}))
+        .await[0];
+    assert_eq!(hit["external_id"], "recs.jsonl#L1");
+    assert_eq!(app.stats().await["sources"], 2);
 }
