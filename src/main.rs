@@ -463,12 +463,7 @@ impl Progress {
     fn report(&self, r: &IngestReport) {
         let line = match (&r.error, r.status) {
             (Some(e), _) => format!("failed     {}: {} ({})", r.file, e.message, e.code),
-            (None, s) => format!(
-                "{:<10} {} ({} chunks)",
-                format!("{s:?}").to_lowercase(),
-                r.file,
-                r.chunks
-            ),
+            (None, s) => format!("{:<10} {} ({} chunks)", s.as_str(), r.file, r.chunks),
         };
         match &self.bar {
             Some(b) => {
@@ -666,39 +661,13 @@ async fn ingest_remote(
             )));
         }
         for item in list {
-            let r = IngestReport {
-                file: item
-                    .get("file")
-                    .and_then(|v| v.as_str())
-                    .unwrap_or_default()
-                    .to_string(),
-                status: match item.get("status").and_then(|v| v.as_str()) {
-                    Some("created") => IngestStatus::Created,
-                    Some("updated") => IngestStatus::Updated,
-                    Some("unchanged") => IngestStatus::Unchanged,
-                    _ => IngestStatus::Failed,
-                },
-                source_id: item
-                    .get("source_id")
-                    .and_then(|v| v.as_str())
-                    .map(str::to_string),
-                external_id: item
-                    .get("external_id")
-                    .and_then(|v| v.as_str())
-                    .map(str::to_string),
-                title: item
-                    .get("title")
-                    .and_then(|v| v.as_str())
-                    .map(str::to_string),
-                chunks: item.get("chunks").and_then(|v| v.as_u64()).unwrap_or(0) as u32,
-                error: item
-                    .get("error")
-                    .and_then(|e| serde_json::from_value::<ErrorJson>(e.clone()).ok())
-                    .map(|e| cairn::service::ErrorBody {
-                        code: e.code,
-                        message: e.message,
-                    }),
-            };
+            let r = serde_json::from_value::<IngestReport>(item.clone()).unwrap_or_else(|e| {
+                failed_report(
+                    &item.to_string(),
+                    "bad_response",
+                    &format!("unexpected report from the server: {e}"),
+                )
+            });
             progress.report(&r);
             reports.push(r);
         }
@@ -708,12 +677,6 @@ async fn ingest_remote(
     }
     progress.finish();
     Ok(summarize(&reports, skipped, json))
-}
-
-#[derive(serde::Deserialize)]
-struct ErrorJson {
-    code: String,
-    message: String,
 }
 
 async fn check(config: Config, repair: bool, json: bool) -> Result<ExitCode, Error> {

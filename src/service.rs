@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
@@ -31,7 +31,7 @@ pub struct IngestFile {
     pub metadata: serde_json::Map<String, serde_json::Value>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum IngestStatus {
     Created,
@@ -40,7 +40,19 @@ pub enum IngestStatus {
     Failed,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+impl IngestStatus {
+    /// The wire name (`created`, `updated`, `unchanged`, `failed`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            IngestStatus::Created => "created",
+            IngestStatus::Updated => "updated",
+            IngestStatus::Unchanged => "unchanged",
+            IngestStatus::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ErrorBody {
     pub code: String,
     pub message: String,
@@ -61,7 +73,7 @@ impl From<&Error> for ErrorBody {
 }
 
 /// The outcome for one source (or one file that failed before yielding sources).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IngestReport {
     /// The file (or `file#Lline` for a JSONL record) this came from.
     pub file: String,
@@ -556,8 +568,8 @@ impl Cairn {
             }
         }
         for rep in done {
-            let status = format!("{:?}", rep.status).to_lowercase();
-            metrics::counter!("cairn_ingest_sources_total", "status" => status).increment(1);
+            metrics::counter!("cairn_ingest_sources_total", "status" => rep.status.as_str())
+                .increment(1);
             metrics::counter!("cairn_ingest_chunks_total").increment(rep.chunks as u64);
             progress(&rep);
             reports.push(rep);
@@ -665,15 +677,7 @@ impl Cairn {
             let keyword = async move {
                 let t = Instant::now();
                 let r = if run_kw {
-                    blocking(move || {
-                        let (hits, gen) = kw.search(&kq, k, &kf, boost)?;
-                        let gen = match gen {
-                            Some(g) => Some(g),
-                            None => kw.snippet_generator(&kq, boost),
-                        };
-                        Ok::<_, Error>((hits, gen))
-                    })
-                    .await?
+                    blocking(move || kw.search(&kq, k, &kf, boost)).await?
                 } else {
                     let gen = kw.snippet_generator(&kq, boost);
                     Ok((Vec::new(), gen))

@@ -240,6 +240,16 @@ fn dir_size(p: &Path) -> u64 {
         .sum()
 }
 
+/// Runs a store write in its own task (with the caller's span) and waits for it: dropping the
+/// caller does not cancel the write halfway.
+async fn run_to_completion<T: Send + 'static>(
+    write: impl std::future::Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
+    tokio::spawn(write.instrument(tracing::Span::current()))
+        .await
+        .map_err(|e| Error::internal(format!("store write task failed: {e}")))?
+}
+
 /// Flushes the data dir's filesystem. LanceDB's local writes are not fsynced on their own, so
 /// without this an acknowledged write would survive a process crash but not a power cut.
 fn sync_fs(dir: &Path) {
@@ -369,10 +379,7 @@ impl Store {
             return Ok(Vec::new());
         }
         let this = self.clone();
-        let task = async move { this.upsert_locked(sources, chunks).await };
-        tokio::spawn(task.instrument(tracing::Span::current()))
-            .await
-            .map_err(|e| Error::internal(format!("store write task failed: {e}")))?
+        run_to_completion(async move { this.upsert_locked(sources, chunks).await }).await
     }
 
     async fn upsert_locked(
@@ -435,10 +442,7 @@ impl Store {
         self.require_writable()?;
         let this = self.clone();
         let ids = ids.to_vec();
-        let task = async move { this.delete_locked(&ids).await };
-        tokio::spawn(task.instrument(tracing::Span::current()))
-            .await
-            .map_err(|e| Error::internal(format!("store write task failed: {e}")))?
+        run_to_completion(async move { this.delete_locked(&ids).await }).await
     }
 
     async fn delete_locked(&self, ids: &[String]) -> Result<Vec<String>> {
