@@ -1,6 +1,11 @@
 //! `cairn bench ingest`: ingest throughput of the whole pipeline (parse → chunk → embed →
 //! LanceDB + tantivy) against the bare ONNX Runtime time of the same model on the same
 //! batches, so pipeline overhead is a measured ratio rather than a guess.
+//!
+//! `cairn bench query`: what `/query` adds before the first token. For each question it times
+//! the search `/query` runs, then a streamed answer; the overhead is the answer's
+//! time-to-first-token minus the generator's own (prompt processing and first decode), and is
+//! reported against the search latency. Also the generator's decode speed in tokens/s.
 
 use std::path::Path;
 use std::time::Instant;
@@ -174,4 +179,131 @@ pub fn corpus(dir: &Path, limit: Option<usize>) -> Result<Vec<(String, Extracted
         docs.truncate(l);
     }
     Ok(docs)
+}
+
+/// Result of `cairn bench query` (all times in milliseconds, medians over the questions).
+#[derive(Debug, Serialize)]
+pub struct QueryBench {
+    pub docs: usize,
+    pub questions: usize,
+    /// Questions answered "nothing relevant" (no generation, not in the medians).
+    pub no_context: usize,
+    pub generator: String,
+    pub max_tokens: u32,
+    pub search_ms_p50: f64,
+    pub ttft_ms_p50: f64,
+    pub generator_ttft_ms_p50: f64,
+    /// `ttft - generator_ttft`: retrieval, prompt packing and hand-off.
+    pub overhead_ms_p50: f64,
+    /// Median over questions of `overhead / search`; the target is below 1.2.
+    pub overhead_over_search_p50: f64,
+    pub prompt_tokens_p50: f64,
+    /// Completion tokens per second of decoding (after the first token).
+    pub decode_tokens_per_s_p50: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    crate::eval::percentile(&v, 0.5)
+}
+
+/// Ingests up to `limit` documents of a BEIR set into the empty data dir of `config`, then
+/// answers up to `questions` of its test queries whose relevant documents were ingested.
+pub async fn query(
+    config: Config,
+    dataset: &Path,
+    limit: Option<usize>,
+    questions: usize,
+    max_tokens: u32,
+) -> Result<QueryBench> {
+    use futures::StreamExt;
+    let docs = corpus(dataset, limit)?;
+    let ids: std::collections::HashSet<String> = docs
+        .iter()
+        .filter_map(|(_, d)| d.external_id.clone())
+        .collect();
+    let mut cairn = Cairn::open(config.clone()).await?;
+    cairn.load_generator().await?;
+    let Some(gen) = cairn.generator.clone() else {
+        return Err(Error::InvalidInput(
+            "bench query needs a generator: pass --generator llama or --generator openai".into(),
+        ));
+    };
+    let n_docs = docs.len();
+    cairn.ingest_docs(docs, &|_| {}).await?;
+    let qs: Vec<String> = crate::eval::load_queries(dataset, "test")?
+        .into_iter()
+        .filter(|(_, _, rel)| rel.iter().any(|r| ids.contains(r)))
+        .map(|(_, q, _)| q)
+        .take(questions)
+        .collect();
+    let req = |q: &str| {
+        let mut r = crate::answer::QueryRequest::new(q);
+        r.options.max_tokens = Some(max_tokens);
+        r.options.stream = true;
+        r
+    };
+    // Warm-up: first-use costs (model pages, caches) are not what this measures.
+    if let Some(q) = qs.first() {
+        cairn.answer(req(q), Vec::new()).await?;
+    }
+    let (mut search, mut ttft, mut gen_ttft, mut overhead, mut ratio, mut prompt, mut tps) =
+        (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    let mut no_context = 0;
+    for q in &qs {
+        let sreq = crate::search::SearchRequest {
+            query: q.clone(),
+            limit: Some(config.answer.context_chunks),
+            explain: true,
+            ..Default::default()
+        };
+        let t = Instant::now();
+        cairn.search(sreq).await?;
+        let search_ms = t.elapsed().as_secs_f64() * 1e3;
+        let t = Instant::now();
+        let mut stream = cairn.answer_stream(req(q), Vec::new()).await?;
+        let mut first: Option<f64> = None;
+        let mut done = None;
+        while let Some(ev) = stream.next().await {
+            match ev {
+                crate::answer::AnswerEvent::Token(_) if first.is_none() => {
+                    first = Some(t.elapsed().as_secs_f64() * 1e3)
+                }
+                crate::answer::AnswerEvent::Done(d) => done = Some(d),
+                crate::answer::AnswerEvent::Error(e) => return Err(e),
+                _ => {}
+            }
+        }
+        let done = done.ok_or_else(|| Error::internal("answer without done"))?;
+        if done.finish_reason == "no_context" {
+            no_context += 1;
+            continue;
+        }
+        let Some(first) = first else { continue };
+        let g = done.timing.generator_ttft_ms;
+        search.push(search_ms);
+        ttft.push(first);
+        gen_ttft.push(g);
+        overhead.push(first - g);
+        ratio.push((first - g) / search_ms);
+        prompt.push(done.usage.prompt_tokens as f64);
+        let decode_ms = done.timing.generate_ms - g;
+        if done.usage.completion_tokens > 1 && decode_ms > 0.0 {
+            tps.push((done.usage.completion_tokens - 1) as f64 / (decode_ms / 1e3));
+        }
+    }
+    Ok(QueryBench {
+        docs: n_docs,
+        questions: qs.len(),
+        no_context,
+        generator: format!("{} ({})", gen.backend().as_str(), gen.model()),
+        max_tokens,
+        search_ms_p50: median(search),
+        ttft_ms_p50: median(ttft),
+        generator_ttft_ms_p50: median(gen_ttft),
+        overhead_ms_p50: median(overhead),
+        overhead_over_search_p50: median(ratio),
+        prompt_tokens_p50: median(prompt),
+        decode_tokens_per_s_p50: median(tps),
+    })
 }

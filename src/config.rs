@@ -25,6 +25,8 @@ pub struct Config {
     pub search: SearchConfig,
     pub index: IndexConfig,
     pub log: LogConfig,
+    pub generator: GeneratorConfig,
+    pub answer: AnswerConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -129,6 +131,8 @@ impl Default for Config {
             search: SearchConfig::default(),
             index: IndexConfig::default(),
             log: LogConfig::default(),
+            generator: GeneratorConfig::default(),
+            answer: AnswerConfig::default(),
         }
     }
 }
@@ -209,11 +213,170 @@ impl Default for LogConfig {
     }
 }
 
+/// A secret string: never printed by `Debug`/`Display`, serialised as `"***"`.
+#[derive(Clone, PartialEq, Deserialize, Default)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // Figment layers the defaults through serde; an unset secret stays empty, a set one
+        // must never round-trip into logs or `config` dumps.
+        s.serialize_str(if self.0.is_empty() { "" } else { "***" })
+    }
+}
+
+/// Which text generator answers `/query` and `/v1/chat/completions`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Retrieval-only answers: the sources, no text. Always available.
+    #[default]
+    None,
+    /// A local GGUF model through llama.cpp (cargo feature `llama`).
+    Llama,
+    /// Any OpenAI-compatible Chat Completions endpoint.
+    Openai,
+}
+
+impl Backend {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Backend::None => "none",
+            Backend::Llama => "llama",
+            Backend::Openai => "openai",
+        }
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(Backend::None),
+            "llama" => Ok(Backend::Llama),
+            "openai" => Ok(Backend::Openai),
+            other => Err(format!("unknown generator `{other}` (none, llama, openai)")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct GeneratorConfig {
+    /// `none` (retrieval only), `llama` (local GGUF) or `openai` (remote API).
+    pub backend: Backend,
+    /// llama: path of the GGUF file (default: the first `*.gguf` under `models/llm/`).
+    /// openai: the model name sent upstream.
+    pub model: Option<String>,
+    /// openai: base URL of the API, up to and including `/v1`.
+    pub base_url: String,
+    /// openai: API key. Also read from `CAIRN_OPENAI_API_KEY` or `api_key_file`. Never logged.
+    pub api_key: Secret,
+    /// openai: file holding the API key (e.g. a mounted secret).
+    pub api_key_file: Option<PathBuf>,
+    /// Context window in tokens. llama: the context allocated (capped at the model's training
+    /// context). openai: the budget Cairn packs the prompt into.
+    pub context_tokens: usize,
+    /// llama: decode threads (0 = number of cores).
+    pub threads: usize,
+    /// llama: layers offloaded to the GPU (needs the `cuda` feature; 0 = CPU only).
+    pub gpu_layers: u32,
+    /// Generations running at once; more wait in a queue.
+    pub max_concurrent: usize,
+    /// How long a generation waits for a slot before the caller gets 503 + Retry-After.
+    pub queue_timeout_ms: u64,
+    /// Default `max_tokens` of an answer.
+    pub max_tokens: u32,
+    /// Default sampling temperature (0 = greedy, reproducible).
+    pub temperature: f32,
+    /// openai: seconds to establish the connection.
+    pub connect_timeout_s: u64,
+    /// openai: seconds without a byte from upstream before the generation fails.
+    pub read_timeout_s: u64,
+    /// openai: retries on 429/5xx/connection errors before the first token.
+    pub retries: u32,
+}
+
+impl Default for GeneratorConfig {
+    fn default() -> Self {
+        Self {
+            backend: Backend::None,
+            model: None,
+            base_url: "https://api.openai.com/v1".into(),
+            api_key: Secret::default(),
+            api_key_file: None,
+            context_tokens: 4096,
+            threads: 0,
+            gpu_layers: 0,
+            max_concurrent: 1,
+            queue_timeout_ms: 30_000,
+            max_tokens: 512,
+            temperature: 0.0,
+            connect_timeout_s: 10,
+            read_timeout_s: 60,
+            retries: 2,
+        }
+    }
+}
+
+/// How `/query` turns search results into a prompt.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnswerConfig {
+    /// Chunks retrieved for an answer (before the context budget drops the lowest-ranked).
+    pub context_chunks: usize,
+    /// Cosine similarity the best retrieved chunk must reach for the question to be answered
+    /// at all; below it Cairn says it found nothing relevant instead of asking the model.
+    pub min_similarity: f32,
+    /// A lower bar that is enough when the top chunk also matches the question's words (BM25).
+    pub min_similarity_keyword: f32,
+    /// Seconds between SSE keep-alive comments while the model is silent.
+    pub keepalive_s: u64,
+    /// Instructions given to the model before the numbered context.
+    pub system_prompt: String,
+}
+
+impl Default for AnswerConfig {
+    fn default() -> Self {
+        Self {
+            context_chunks: 8,
+            min_similarity: 0.25,
+            min_similarity_keyword: 0.15,
+            keepalive_s: 10,
+            system_prompt: DEFAULT_SYSTEM_PROMPT.into(),
+        }
+    }
+}
+
+pub const DEFAULT_SYSTEM_PROMPT: &str = "You answer questions using only the numbered context passages you are given. \
+Cite the passages that support each sentence with their numbers in square brackets, like [1] or [2]. \
+If the passages do not contain the answer, say that the knowledge base does not contain it. Be concise.";
+
 /// Values given on the command line; `None` leaves the lower layers' value.
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     pub addr: Option<SocketAddr>,
+    pub generator: Option<Backend>,
+    pub llm_model: Option<String>,
+    pub llm_base_url: Option<String>,
 }
 
 /// Errors while assembling the configuration.
@@ -254,6 +417,8 @@ impl Config {
                     | "search"
                     | "index"
                     | "log"
+                    | "generator"
+                    | "answer"
             )
         }));
         let mut cfg: Config = fig
@@ -264,6 +429,25 @@ impl Config {
         }
         if let Some(a) = overrides.addr {
             cfg.server.addr = a;
+        }
+        if let Some(b) = overrides.generator {
+            cfg.generator.backend = b;
+        }
+        if let Some(m) = &overrides.llm_model {
+            cfg.generator.model = Some(m.clone());
+        }
+        if let Some(u) = &overrides.llm_base_url {
+            cfg.generator.base_url = u.clone();
+        }
+        if cfg.generator.api_key.expose().is_empty() {
+            if let Some(f) = &cfg.generator.api_key_file {
+                let key = std::fs::read_to_string(f).map_err(|e| {
+                    ConfigError::Invalid(format!("generator.api_key_file {}: {e}", f.display()))
+                })?;
+                cfg.generator.api_key = Secret::new(key.trim());
+            } else if let Ok(key) = std::env::var("CAIRN_OPENAI_API_KEY") {
+                cfg.generator.api_key = Secret::new(key.trim());
+            }
         }
         cfg.validate()?;
         Ok(cfg)
@@ -291,6 +475,22 @@ impl Config {
         }
         if self.search.rrf_k <= 0.0 || self.search.candidates == 0 {
             return bad("search.rrf_k and search.candidates must be positive");
+        }
+        let g = &self.generator;
+        if g.context_tokens < 256 || g.max_concurrent == 0 || g.max_tokens == 0 {
+            return bad("generator.context_tokens must be at least 256, and generator.max_concurrent and generator.max_tokens positive");
+        }
+        if !(0.0..=2.0).contains(&g.temperature) {
+            return bad("generator.temperature must be between 0 and 2");
+        }
+        if g.backend == Backend::Openai && g.model.as_deref().unwrap_or("").is_empty() {
+            return bad("the openai generator needs a model name (generator.model or --llm-model)");
+        }
+        if self.answer.context_chunks == 0 || self.answer.context_chunks > 50 {
+            return bad("answer.context_chunks must be between 1 and 50");
+        }
+        if !(-1.0..=1.0).contains(&self.answer.min_similarity) {
+            return bad("answer.min_similarity must be between -1 and 1");
         }
         if !matches!(self.log.format.as_str(), "auto" | "json" | "pretty") {
             return bad("log.format must be auto, json or pretty");
@@ -330,7 +530,7 @@ mod tests {
         assert_eq!(cfg.chunking.overlap_tokens, 32, "unset keys keep defaults");
         let o = Overrides {
             data_dir: Some("/tmp/y".into()),
-            addr: None,
+            ..Default::default()
         };
         assert_eq!(
             Config::load(Some(&f), &o).unwrap().data_dir,
@@ -367,5 +567,38 @@ mod tests {
             Config::load(Some(&missing), &Overrides::default()),
             Err(ConfigError::Missing(_))
         ));
+    }
+
+    #[test]
+    fn generator_layers_and_secrets_never_print() {
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("CAIRN_GENERATOR__BACKEND", "openai");
+            jail.set_env("CAIRN_GENERATOR__MODEL", "gpt-test");
+            jail.set_env("CAIRN_OPENAI_API_KEY", "sk-very-secret");
+            let cfg = Config::load(None, &Overrides::default()).expect("loads");
+            assert_eq!(cfg.generator.backend, Backend::Openai);
+            assert_eq!(cfg.generator.api_key.expose(), "sk-very-secret");
+            let shown = format!("{cfg:?} {}", toml::to_string(&cfg).unwrap());
+            assert!(!shown.contains("sk-very-secret"), "{shown}");
+            // Flags beat the environment.
+            let o = Overrides {
+                generator: Some(Backend::None),
+                ..Default::default()
+            };
+            assert_eq!(
+                Config::load(None, &o).unwrap().generator.backend,
+                Backend::None
+            );
+            // A key file beats the environment variable.
+            jail.create_file("key.txt", "sk-from-file\n")?;
+            jail.set_env("CAIRN_GENERATOR__API_KEY_FILE", "key.txt");
+            let cfg = Config::load(None, &Overrides::default()).unwrap();
+            assert_eq!(cfg.generator.api_key.expose(), "sk-from-file");
+            // The openai backend without a model name is refused up front.
+            jail.set_env("CAIRN_GENERATOR__MODEL", "");
+            assert!(Config::load(None, &Overrides::default()).is_err());
+            Ok(())
+        });
     }
 }

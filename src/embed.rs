@@ -35,7 +35,7 @@ pub trait Embedder: Send + Sync {
 
 /// Where to look for a file under `models/`: the working directory, then beside the executable
 /// (`<exe>/models`, `<exe>/../models`, `<exe>/../../models` for `target/<profile>/cairn`).
-fn models_roots() -> Vec<PathBuf> {
+pub(crate) fn models_roots() -> Vec<PathBuf> {
     let mut roots = vec![PathBuf::from("models")];
     if let Ok(exe) = std::env::current_exe() {
         let mut dir = exe.parent().map(Path::to_path_buf);

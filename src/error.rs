@@ -34,6 +34,12 @@ pub enum Error {
     /// The embedding model or runtime failed.
     #[error("embedding failed: {0}")]
     Embedding(String),
+    /// The remote generator API failed or answered something unusable.
+    #[error("{0}")]
+    Upstream(String),
+    /// The remote generator API did not answer in time.
+    #[error("{0}")]
+    UpstreamTimeout(String),
     /// Storage or any other internal failure; the message is for logs, not clients.
     #[error("internal error: {0}")]
     Internal(String),
@@ -51,6 +57,8 @@ impl Error {
             Error::Busy { .. } => "overloaded",
             Error::Locked(_) => "data_dir_locked",
             Error::Embedding(_) => "embedding_failed",
+            Error::Upstream(_) => "upstream_error",
+            Error::UpstreamTimeout(_) => "upstream_timeout",
             Error::Internal(_) => "internal",
         }
     }

@@ -2,8 +2,10 @@
 //! answerable knowledge base. See `docs/architecture.md` for how the layers fit together:
 //! `http` (thin axum handlers) → `service` (ingest, search, sources) → `store` (LanceDB +
 //! tantivy, kept consistent by a journal) and `embed` (ONNX models), with `extract` and `chunk`
-//! turning files into token-bounded chunks.
+//! turning files into token-bounded chunks. `answer` adds retrieval-augmented generation over
+//! `generate` (llama.cpp or an OpenAI-compatible API).
 
+pub mod answer;
 pub mod bench;
 pub mod chunk;
 pub mod config;
@@ -11,9 +13,11 @@ pub mod embed;
 pub mod error;
 pub mod eval;
 pub mod extract;
+pub mod generate;
 pub mod http;
 pub mod search;
 pub mod service;
+pub mod sse;
 pub mod store;
 pub mod telemetry;
 pub mod testdata;

@@ -1,4 +1,5 @@
-//! The `cairn` command line: serve, ingest, search, sources, delete, stats, check, eval.
+//! The `cairn` command line: serve, ingest, search, ask, sources, delete, stats, check, bench,
+//! eval.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -6,10 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use cairn::config::{Config, Overrides};
+use cairn::answer::{AnswerEvent, Citation, QueryRequest};
+use cairn::config::{Backend, Config, Overrides};
 use cairn::error::Error;
 use cairn::extract::FileType;
 use cairn::search::{Mode, SearchRequest};
@@ -32,6 +34,21 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// Which generator answers questions (overrides `[generator]` in the config).
+#[derive(Args, Default, Clone)]
+struct GenArgs {
+    /// `none` (retrieval only), `llama` (local GGUF) or `openai` (any compatible API; key from
+    /// CAIRN_OPENAI_API_KEY).
+    #[arg(long)]
+    generator: Option<Backend>,
+    /// llama: path of the GGUF file; openai: the model name.
+    #[arg(long)]
+    llm_model: Option<String>,
+    /// openai: base URL, e.g. https://api.openai.com/v1 or http://localhost:8080/v1.
+    #[arg(long)]
+    llm_base_url: Option<String>,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the HTTP server.
@@ -39,6 +56,29 @@ enum Cmd {
         /// Address to bind (default 127.0.0.1:8000).
         #[arg(long)]
         addr: Option<SocketAddr>,
+        #[command(flatten)]
+        gen: GenArgs,
+    },
+    /// Answer a question from the knowledge base, streaming the answer and its sources.
+    Ask {
+        question: String,
+        /// Ask a running server instead of opening the data dir.
+        #[arg(long)]
+        server: Option<String>,
+        /// Chunks retrieved for the context.
+        #[arg(long)]
+        limit: Option<usize>,
+        #[arg(long, default_value = "hybrid")]
+        mode: Mode,
+        #[arg(long)]
+        max_tokens: Option<u32>,
+        #[arg(long)]
+        temperature: Option<f32>,
+        /// Print the whole answer as JSON at the end instead of streaming text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        gen: GenArgs,
     },
     /// Ingest files and folders (recursively).
     Ingest {
@@ -83,10 +123,11 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Benchmarks: `ingest` times the pipeline against bare ONNX Runtime on the same batches.
+    /// Benchmarks: `ingest` times the pipeline against bare ONNX Runtime on the same batches;
+    /// `query` times what /query adds before the first token, against search latency.
     Bench {
-        /// What to measure (only `ingest` for now).
-        #[arg(value_parser = ["ingest"])]
+        /// What to measure.
+        #[arg(value_parser = ["ingest", "query"])]
         what: String,
         /// A BEIR-format folder whose corpus is ingested.
         #[arg(long)]
@@ -94,8 +135,16 @@ enum Cmd {
         /// Use only the first N documents.
         #[arg(long)]
         limit: Option<usize>,
+        /// query: how many test questions to answer.
+        #[arg(long, default_value_t = 30)]
+        questions: usize,
+        /// query: answer length.
+        #[arg(long, default_value_t = 32)]
+        max_tokens: u32,
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        gen: GenArgs,
     },
     /// Retrieval evaluation on a BEIR-format folder.
     Eval {
@@ -113,13 +162,17 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let addr = match &cli.cmd {
-        Cmd::Serve { addr } => *addr,
-        _ => None,
+    let (addr, gen) = match &cli.cmd {
+        Cmd::Serve { addr, gen } => (*addr, gen.clone()),
+        Cmd::Ask { gen, .. } | Cmd::Bench { gen, .. } => (None, gen.clone()),
+        _ => (None, GenArgs::default()),
     };
     let overrides = Overrides {
         data_dir: cli.data_dir.clone(),
         addr,
+        generator: gen.generator,
+        llm_model: gen.llm_model,
+        llm_base_url: gen.llm_base_url,
     };
     let config = match Config::load(cli.config.as_deref(), &overrides) {
         Ok(c) => c,
@@ -178,6 +231,27 @@ fn init_logging(config: &Config, serving: bool) {
 async fn run(cli: Cli, config: Config) -> Result<ExitCode, Error> {
     match cli.cmd {
         Cmd::Serve { .. } => serve(config).await,
+        Cmd::Ask {
+            question,
+            server,
+            limit,
+            mode,
+            max_tokens,
+            temperature,
+            json,
+            gen: _,
+        } => {
+            let mut req = QueryRequest::new(question);
+            req.search.limit = limit;
+            req.search.mode = mode;
+            req.options.max_tokens = max_tokens;
+            req.options.temperature = temperature;
+            req.options.stream = !json;
+            match server {
+                Some(url) => ask_remote(&url, req, json).await,
+                None => ask_local(config, req, json).await,
+            }
+        }
         Cmd::Ingest {
             paths,
             server,
@@ -292,10 +366,13 @@ async fn run(cli: Cli, config: Config) -> Result<ExitCode, Error> {
         }
         Cmd::Check { repair, json } => check(config, repair, json).await,
         Cmd::Bench {
-            what: _,
+            what,
             dataset,
             limit,
+            questions,
+            max_tokens,
             json,
+            gen: _,
         } => {
             let mut config = config;
             let _scratch = if cli.data_dir.is_some() {
@@ -305,6 +382,21 @@ async fn run(cli: Cli, config: Config) -> Result<ExitCode, Error> {
                 config.data_dir = t.clone();
                 Some(ScratchDir(t))
             };
+            if what == "query" {
+                let r = cairn::bench::query(config, &dataset, limit, questions, max_tokens).await?;
+                if json {
+                    println!("{}", serde_json::to_string(&r)?);
+                } else {
+                    println!(
+                        "{} questions over {} docs ({} without relevant context) with {}, max_tokens {}:\n  search p50 {:.1} ms; ttft p50 {:.1} ms, generator's own ttft p50 {:.1} ms\n  overhead (ttft - generator ttft) p50 {:.1} ms = {:.2}x search (median ratio); prompt p50 {:.0} tokens; decode p50 {:.1} tokens/s",
+                        r.questions, r.docs, r.no_context, r.generator, r.max_tokens,
+                        r.search_ms_p50, r.ttft_ms_p50, r.generator_ttft_ms_p50,
+                        r.overhead_ms_p50, r.overhead_over_search_p50, r.prompt_tokens_p50,
+                        r.decode_tokens_per_s_p50
+                    );
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             let docs = cairn::bench::corpus(&dataset, limit)?;
             let r = cairn::bench::ingest(config, docs).await?;
             if json {
@@ -358,7 +450,9 @@ fn html_unescape(s: &str) -> String {
 
 async fn serve(config: Config) -> Result<ExitCode, Error> {
     let addr = config.server.addr;
-    let cairn = Arc::new(Cairn::open(config).await?);
+    let mut cairn = Cairn::open(config).await?;
+    cairn.load_generator().await?;
+    let cairn = Arc::new(cairn);
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         Error::InvalidInput(format!(
             "cannot listen on {addr}: {e} (is another server using the port? try --addr)"
@@ -373,6 +467,176 @@ async fn serve(config: Config) -> Result<ExitCode, Error> {
     cairn.store.wait_idle().await;
     tracing::info!("shutting down: in-flight requests and writes finished");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints one answer event as plain text (tokens as they come, sources at the end).
+struct AskPrinter {
+    citations: Vec<Citation>,
+    used: Vec<usize>,
+}
+
+impl AskPrinter {
+    fn event(&mut self, ev: AskEvent) -> Result<(), Error> {
+        match ev {
+            AskEvent::Sources(c) => self.citations = c,
+            AskEvent::Token(t) => out(&t)?,
+            AskEvent::Done {
+                finish_reason,
+                used,
+            } => {
+                self.used = used;
+                if finish_reason == "retrieval_only" {
+                    out("(no generator configured: the sources found are listed below)\n")?;
+                } else {
+                    out("\n")?;
+                }
+                if !self.citations.is_empty() {
+                    out("\nSources:\n")?;
+                }
+                for c in &self.citations {
+                    let mut loc = String::new();
+                    if let Some(p) = c.page {
+                        loc.push_str(&format!(" p.{p}"));
+                    }
+                    if let Some(s) = &c.section {
+                        loc.push_str(&format!(" § {s}"));
+                    }
+                    let mark = if self.used.contains(&c.n) { "*" } else { " " };
+                    out(&format!(
+                        "{mark}[{}] {}{}  ({})\n",
+                        c.n, c.title, loc, c.external_id
+                    ))?;
+                }
+            }
+            AskEvent::Error { code, message } => {
+                out("\n")?;
+                return Err(Error::InvalidInput(format!("{message} ({code})")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes and flushes stdout; a closed pipe (`cairn ask ... | head`) ends the command quietly.
+fn out(s: &str) -> Result<(), Error> {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    match o.write_all(s.as_bytes()).and_then(|_| o.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// What `ask` prints, from the core stream or from a server's SSE.
+enum AskEvent {
+    Sources(Vec<Citation>),
+    Token(String),
+    Done {
+        finish_reason: String,
+        used: Vec<usize>,
+    },
+    Error {
+        code: String,
+        message: String,
+    },
+}
+
+async fn ask_local(config: Config, req: QueryRequest, json: bool) -> Result<ExitCode, Error> {
+    use futures::StreamExt;
+    let mut cairn = Cairn::open_with(config, false).await?;
+    cairn.load_generator().await?;
+    if json {
+        let r = cairn.answer(req, Vec::new()).await?;
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut stream = cairn.answer_stream(req, Vec::new()).await?;
+    let mut p = AskPrinter {
+        citations: Vec::new(),
+        used: Vec::new(),
+    };
+    while let Some(ev) = stream.next().await {
+        let ev = match ev {
+            AnswerEvent::Sources(c) => AskEvent::Sources(c),
+            AnswerEvent::Token(t) => AskEvent::Token(t),
+            AnswerEvent::Citation(_) => continue,
+            AnswerEvent::Done(d) => AskEvent::Done {
+                finish_reason: d.finish_reason,
+                used: d.used,
+            },
+            AnswerEvent::Error(e) => AskEvent::Error {
+                code: e.code().to_string(),
+                message: e.to_string(),
+            },
+        };
+        p.event(ev)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn ask_remote(url: &str, req: QueryRequest, json: bool) -> Result<ExitCode, Error> {
+    use futures::StreamExt;
+    let url = format!("{}/query", url.trim_end_matches('/'));
+    let resp = reqwest::Client::new()
+        .post(&url)
+        .json(&req)
+        .send()
+        .await
+        .map_err(|e| Error::InvalidInput(format!("cannot reach {url}: {e}")))?;
+    if !resp.status().is_success() {
+        let status = resp.status();
+        let body: serde_json::Value = resp.json().await.unwrap_or_default();
+        let msg = body["error"]["message"]
+            .as_str()
+            .unwrap_or("request failed");
+        return Err(Error::InvalidInput(format!(
+            "server answered {status}: {msg}"
+        )));
+    }
+    if json {
+        let body: serde_json::Value = resp
+            .json()
+            .await
+            .map_err(|e| Error::InvalidInput(format!("bad response from {url}: {e}")))?;
+        println!("{}", serde_json::to_string_pretty(&body)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut p = AskPrinter {
+        citations: Vec::new(),
+        used: Vec::new(),
+    };
+    let mut decoder = cairn::sse::SseDecoder::default();
+    let mut body = resp.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| Error::InvalidInput(format!("reading {url}: {e}")))?;
+        for ev in decoder.push(&chunk) {
+            let v: serde_json::Value = serde_json::from_str(&ev.data).unwrap_or_default();
+            let ev = match ev.event.as_str() {
+                "sources" => AskEvent::Sources(
+                    serde_json::from_value(v["citations"].clone()).unwrap_or_default(),
+                ),
+                "token" => AskEvent::Token(v["delta"].as_str().unwrap_or_default().to_string()),
+                "done" => AskEvent::Done {
+                    finish_reason: v["finish_reason"].as_str().unwrap_or_default().to_string(),
+                    used: serde_json::from_value(v["used"].clone()).unwrap_or_default(),
+                },
+                "error" => AskEvent::Error {
+                    code: v["code"].as_str().unwrap_or("error").to_string(),
+                    message: v["message"].as_str().unwrap_or("stream failed").to_string(),
+                },
+                _ => continue,
+            };
+            let done = matches!(ev, AskEvent::Done { .. });
+            p.event(ev)?;
+            if done {
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+    }
+    Err(Error::InvalidInput(
+        "the server closed the stream before the answer finished".into(),
+    ))
 }
 
 async fn shutdown_signal() {

@@ -158,6 +158,18 @@ pub struct Stats {
     pub embedding_model: String,
     pub embedding_dim: usize,
     pub ann_index: AnnInfo,
+    /// The answer generator and its counters since start.
+    pub generator: GeneratorStats,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GeneratorStats {
+    /// `none`, `llama` or `openai`.
+    pub backend: &'static str,
+    pub model: Option<String>,
+    pub context_tokens: Option<usize>,
+    #[serde(flatten)]
+    pub counters: crate::generate::GenStats,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -193,6 +205,8 @@ pub struct Cairn {
     pub config: Config,
     pub store: Arc<Store>,
     pub embedder: Arc<dyn Embedder>,
+    /// The answer generator; `None` = retrieval-only answers.
+    pub generator: Option<Arc<dyn crate::generate::Generator>>,
     /// When this instance was opened (Unix seconds).
     pub started_at: i64,
     embed_permits: Semaphore,
@@ -257,10 +271,17 @@ impl Cairn {
             config,
             store,
             embedder,
+            generator: None,
             started_at: chrono::Utc::now().timestamp(),
             embed_permits: permits,
             batches_written: Default::default(),
         })
+    }
+
+    /// Loads the configured answer generator (`generator.backend`; `none` loads nothing).
+    pub async fn load_generator(&mut self) -> Result<()> {
+        self.generator = crate::generate::load(&self.config.generator).await?;
+        Ok(())
     }
 
     fn chunk_config(&self) -> ChunkConfig {
@@ -862,6 +883,19 @@ impl Cairn {
             embedding_model: self.embedder.name().to_string(),
             embedding_dim: self.embedder.dim(),
             ann_index: ann,
+            generator: GeneratorStats {
+                backend: self
+                    .generator
+                    .as_ref()
+                    .map_or("none", |g| g.backend().as_str()),
+                model: self.generator.as_ref().map(|g| g.model().to_string()),
+                context_tokens: self.generator.as_ref().map(|g| g.context_tokens()),
+                counters: self
+                    .generator
+                    .as_ref()
+                    .map(|g| g.stats())
+                    .unwrap_or_default(),
+            },
         })
     }
 

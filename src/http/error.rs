@@ -48,6 +48,8 @@ pub fn status_of(e: &Error) -> StatusCode {
         Error::Unavailable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         Error::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
         Error::Locked(_) => StatusCode::SERVICE_UNAVAILABLE,
+        Error::Upstream(_) => StatusCode::BAD_GATEWAY,
+        Error::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
         Error::Embedding(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod openai;
+pub mod query;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -55,6 +56,14 @@ pub fn router(cairn: Arc<Cairn>) -> Router {
         .route(
             "/search",
             post(search).layer(DefaultBodyLimit::max(json_limit)),
+        )
+        .route(
+            "/query",
+            post(query::query).layer(DefaultBodyLimit::max(json_limit)),
+        )
+        .route(
+            "/v1/chat/completions",
+            post(openai::chat_completions).layer(DefaultBodyLimit::max(json_limit)),
         )
         .route("/stats", get(stats))
         .route("/health", get(health))

@@ -1,17 +1,26 @@
-//! OpenAI-compatible endpoints, so existing tools can use Cairn as their embedding backend:
-//! `POST /v1/embeddings` and `GET /v1/models`, with OpenAI's request, response and error shapes
+//! OpenAI-compatible endpoints, so existing tools can use Cairn as their model, RAG or
+//! embedding backend: `POST /v1/chat/completions` (the last user message is answered with
+//! retrieval; earlier turns are passed on as history), `POST /v1/embeddings` and
+//! `GET /v1/models`, with OpenAI's request, response, streaming-chunk and error shapes
 //! (`{"error": {"message", "type", "param", "code"}}`).
 
+use std::time::Duration;
+
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use futures::StreamExt;
+
 use super::AppState;
+use crate::answer::{AnswerEvent, QueryRequest};
 use crate::error::Error;
+use crate::generate::ChatMessage;
 
 /// An error in OpenAI's shape (a superset of Cairn's: it also has `code` and `message`).
 pub struct OpenAiError {
@@ -177,8 +186,239 @@ pub async fn embeddings(
 /// `GET /v1/models`: the models this server answers for.
 pub async fn models(State(st): State<AppState>) -> Json<Value> {
     let created = st.cairn.started_at;
+    let mut models = vec![
+        json!({"id": st.cairn.embedder.name(), "object": "model", "created": created, "owned_by": "cairn"}),
+    ];
+    if let Some(g) = &st.cairn.generator {
+        models.push(
+            json!({"id": g.model(), "object": "model", "created": created, "owned_by": "cairn"}),
+        );
+    }
     Json(json!({
         "object": "list",
-        "data": [{"id": st.cairn.embedder.name(), "object": "model", "created": created, "owned_by": "cairn"}],
+        "data": models,
     }))
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Content {
+    Text(String),
+    Parts(Vec<Part>),
+    Null(()),
+}
+
+#[derive(Deserialize)]
+struct Part {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    text: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct InMessage {
+    role: String,
+    #[serde(default = "no_content")]
+    content: Content,
+}
+
+fn no_content() -> Content {
+    Content::Null(())
+}
+
+#[derive(Deserialize, Default)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: bool,
+}
+
+/// The Chat Completions request. Unknown fields are ignored, as OpenAI clients send many.
+#[derive(Deserialize)]
+struct ChatRequest {
+    model: String,
+    messages: Vec<InMessage>,
+    #[serde(default)]
+    stream: bool,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+    #[serde(default)]
+    max_tokens: Option<u32>,
+    #[serde(default)]
+    max_completion_tokens: Option<u32>,
+    #[serde(default)]
+    temperature: Option<f32>,
+    #[serde(default)]
+    n: Option<u32>,
+}
+
+fn text_of(c: Content) -> Result<String, OpenAiError> {
+    match c {
+        Content::Text(t) => Ok(t),
+        Content::Null(()) => Ok(String::new()),
+        Content::Parts(parts) => {
+            let mut out = Vec::new();
+            for p in parts {
+                if p.kind != "text" {
+                    return Err(OpenAiError::invalid(
+                        "messages",
+                        format!(
+                            "content parts of type `{}` are not supported; send text",
+                            p.kind
+                        ),
+                    ));
+                }
+                out.push(p.text.unwrap_or_default());
+            }
+            Ok(out.join("\n"))
+        }
+    }
+}
+
+fn model_not_found(message: String) -> OpenAiError {
+    OpenAiError {
+        status: StatusCode::NOT_FOUND,
+        kind: "invalid_request_error",
+        code: "model_not_found",
+        param: Some("model"),
+        message,
+    }
+}
+
+fn finish_reason(r: &str) -> &'static str {
+    if r == "length" {
+        "length"
+    } else {
+        "stop"
+    }
+}
+
+/// `POST /v1/chat/completions`: a retrieval-augmented answer to the last user message.
+pub async fn chat_completions(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, OpenAiError> {
+    let req: ChatRequest = serde_json::from_slice(&body)
+        .map_err(|e| OpenAiError::invalid("messages", format!("invalid request body: {e}")))?;
+    let cairn = st.cairn.clone();
+    let Some(gen) = cairn.generator.clone() else {
+        return Err(model_not_found(format!(
+            "model `{}` does not exist: this server has no generator (start it with --generator llama or --generator openai)",
+            req.model
+        )));
+    };
+    if req.model != gen.model() && req.model != gen.backend().as_str() {
+        return Err(model_not_found(format!(
+            "model `{}` does not exist; this server answers as `{}`",
+            req.model,
+            gen.model()
+        )));
+    }
+    if req.n.is_some_and(|n| n != 1) {
+        return Err(OpenAiError::invalid("n", "only n = 1 is supported"));
+    }
+    let mut messages = Vec::with_capacity(req.messages.len());
+    for m in req.messages {
+        if !matches!(
+            m.role.as_str(),
+            "system" | "developer" | "user" | "assistant"
+        ) {
+            return Err(OpenAiError::invalid(
+                "messages",
+                format!(
+                    "unsupported role `{}` (system, developer, user, assistant)",
+                    m.role
+                ),
+            ));
+        }
+        messages.push(ChatMessage::new(&m.role, text_of(m.content)?));
+    }
+    let Some(last) = messages.pop().filter(|m| m.role == "user") else {
+        return Err(OpenAiError::invalid(
+            "messages",
+            "the last message must be from the user",
+        ));
+    };
+    // Earlier turns are history; the client's own system prompts give way to Cairn's, which
+    // carries the citation instructions.
+    let history: Vec<ChatMessage> = messages
+        .into_iter()
+        .filter(|m| m.role == "user" || m.role == "assistant")
+        .collect();
+    let mut query = QueryRequest::new(last.content);
+    query.options.max_tokens = req.max_completion_tokens.or(req.max_tokens);
+    query.options.temperature = req.temperature;
+    query.options.generator = Some(gen.backend().as_str().to_string());
+    let id = format!("chatcmpl-{}", uuid::Uuid::now_v7().simple());
+    let created = chrono::Utc::now().timestamp();
+    let model = gen.model().to_string();
+    if !(req.stream || super::query::wants_sse(&headers, false)) {
+        let r = cairn.answer(query, history).await?;
+        let usage = r.usage;
+        return Ok(Json(json!({
+            "id": id,
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": r.answer.unwrap_or_default()},
+                "logprobs": null,
+                "finish_reason": finish_reason(&r.finish_reason),
+            }],
+            "usage": {
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+                "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+            },
+            "citations": r.citations,
+        }))
+        .into_response());
+    }
+    let include_usage = req.stream_options.unwrap_or_default().include_usage;
+    let stream = cairn.answer_stream(query, history).await?;
+    let chunk = move |delta: Value, finish: Option<&str>| {
+        json!({
+            "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+        })
+    };
+    let span = tracing::Span::current();
+    let events = stream.flat_map(move |ev| {
+        let last = matches!(ev, AnswerEvent::Done(_) | AnswerEvent::Error(_));
+        let out: Vec<Value> = match ev {
+            AnswerEvent::Sources(_) => vec![chunk(json!({"role": "assistant", "content": ""}), None)],
+            AnswerEvent::Token(t) => vec![chunk(json!({"content": t}), None)],
+            AnswerEvent::Citation(_) => Vec::new(),
+            AnswerEvent::Done(d) => {
+                let mut v = vec![chunk(json!({}), Some(finish_reason(&d.finish_reason)))];
+                if include_usage {
+                    let mut u = chunk(json!({}), None);
+                    u["choices"] = json!([]);
+                    u["usage"] = json!({
+                        "prompt_tokens": d.usage.prompt_tokens,
+                        "completion_tokens": d.usage.completion_tokens,
+                        "total_tokens": d.usage.prompt_tokens + d.usage.completion_tokens,
+                    });
+                    v.push(u);
+                }
+                v
+            }
+            AnswerEvent::Error(e) => {
+                let p = super::query::error_payload(e, &span);
+                vec![json!({"error": {"message": p["message"], "type": "server_error", "param": null, "code": p["code"]}})]
+            }
+        };
+        let mut evs: Vec<Event> = out
+            .into_iter()
+            .map(|v| Event::default().data(v.to_string()))
+            .collect();
+        if last {
+            evs.push(Event::default().data("[DONE]"));
+        }
+        futures::stream::iter(evs)
+    });
+    let keepalive = Duration::from_secs(st.cairn.config.answer.keepalive_s.max(1));
+    Ok(super::query::sse(events, keepalive))
 }

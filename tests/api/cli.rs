@@ -1,4 +1,4 @@
-//! The `cairn` command line against real data dirs: ingest, search, stats, sources, delete,
+//! The `cairn` command line against real data dirs: ingest, search, ask, stats, sources, delete,
 //! check/repair, eval, and serve with graceful shutdown and `ingest --server`.
 
 use std::io::{BufRead, BufReader};
@@ -66,6 +66,33 @@ async fn ingest_search_stats_sources_delete_check() {
     let (_, v) =
         run_json(cairn_cmd(&data).args(["search", "cobblestone", "--mode", "keyword", "--json"]));
     assert_eq!(v["results"].as_array().unwrap().len(), 1);
+
+    // `ask` on the data dir with no generator: the sources, no text; the same as JSON.
+    let out = cairn_cmd(&data)
+        .args([
+            "ask",
+            "where is the heliotrope orchard?",
+            "--generator",
+            "none",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("no generator configured") && text.contains("[1] Alpha"),
+        "{text}"
+    );
+    let (code, v) = run_json(cairn_cmd(&data).args([
+        "ask",
+        "where is the heliotrope orchard?",
+        "--json",
+        "--generator",
+        "none",
+    ]));
+    assert_eq!(code, 0);
+    assert_eq!(v["finish_reason"], "retrieval_only");
+    assert_eq!(v["citations"][0]["title"], "Alpha");
 
     let (code, st) = run_json(cairn_cmd(&data).args(["stats", "--json"]));
     assert_eq!(code, 0);

@@ -33,6 +33,43 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
+/// The local answer model (SmolLM2-135M from `scripts/setup`), small and greedy for tests.
+#[cfg(feature = "llama")]
+pub fn use_llama(c: &mut Config) {
+    c.generator.backend = cairn::config::Backend::Llama;
+    c.generator.context_tokens = 2048;
+    c.generator.threads = 2;
+    c.generator.max_tokens = 48;
+}
+
+/// One server-sent event: name, id and JSON data.
+#[derive(Debug, Clone)]
+pub struct Sse {
+    pub event: String,
+    #[cfg_attr(not(feature = "llama"), allow(dead_code))]
+    pub id: Option<String>,
+    pub data: Value,
+}
+
+/// Reads a whole event stream.
+pub async fn read_sse(resp: reqwest::Response) -> Vec<Sse> {
+    use futures::StreamExt;
+    let mut dec = cairn::sse::SseDecoder::default();
+    let mut out = Vec::new();
+    let mut body = resp.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        for ev in dec.push(&chunk.expect("stream chunk")) {
+            let data = serde_json::from_str(&ev.data).unwrap_or(Value::String(ev.data.clone()));
+            out.push(Sse {
+                event: ev.event,
+                id: ev.id,
+                data,
+            });
+        }
+    }
+    out
+}
+
 /// A server on a fresh temp data dir, with config tweaks.
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     let tmp = tempfile::tempdir().expect("temp dir");
@@ -45,7 +82,9 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
 
 /// A server over an existing config (e.g. to restart on the same data dir).
 pub async fn start(cfg: Config) -> TestApp {
-    let cairn = Arc::new(Cairn::open(cfg).await.expect("open cairn"));
+    let mut cairn = Cairn::open(cfg).await.expect("open cairn");
+    cairn.load_generator().await.expect("load generator");
+    let cairn = Arc::new(cairn);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = oneshot::channel::<()>();
@@ -80,6 +119,15 @@ impl TestApp {
         assert_eq!(Arc::strong_count(&c), 1, "no other holder of the store");
         drop(c);
         self._tmp.take()
+    }
+
+    /// The running app's answer generator (panics when it has none).
+    #[cfg(feature = "llama")]
+    pub fn generator(&self) -> Arc<dyn cairn::generate::Generator> {
+        self.cairn
+            .as_ref()
+            .and_then(|c| c.generator.clone())
+            .expect("a generator")
     }
 
     pub fn cfg(&self) -> Config {
@@ -126,6 +174,16 @@ impl TestApp {
             .unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// POSTs JSON and returns the raw response (for event streams).
+    pub async fn post_stream(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(format!("{}{path}", self.addr))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {

@@ -1,6 +1,8 @@
 //! One integration test binary: a real server (port 0, temp data dir, real ONNX model,
 //! LanceDB and tantivy) and the real `cairn` executable.
 
+#[cfg(feature = "llama")]
+mod answer;
 mod cli;
 mod crash;
 mod errors;
@@ -9,3 +11,4 @@ mod metrics;
 mod openai;
 mod search;
 mod sources;
+mod upstream;

@@ -1,0 +1,795 @@
+//! Retrieval-augmented answers: retrieve (hybrid search) → pack numbered context chunks into
+//! the generator's context budget → generate → track `[n]` citations as they stream.
+//!
+//! The core hands out a stream of [`AnswerEvent`]s that wraps the generator's channel
+//! directly, with no task in between: when the HTTP layer drops the stream (the client went
+//! away) the generator sees its channel closed before its next token and stops. Everything
+//! that can fail before the first event (validation, retrieval, a full generation queue)
+//! fails the call itself, so HTTP can still answer with a status code; later failures arrive
+//! as an `Error` event.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::stream::{BoxStream, StreamExt};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::generate::{ChatMessage, GenEvent, GenParams, Generation, Generator};
+use crate::search::{SearchHit, SearchRequest};
+use crate::service::Cairn;
+
+/// `POST /query`: every search option plus generation settings.
+///
+/// On the wire it is one flat object (`{"query", "limit", "mode", ..., "stream", "max_tokens"}`).
+/// The search part is exactly [`SearchRequest`], so `/query` accepts every search option and
+/// rejects unknown fields with the same message as `/search`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct QueryRequest {
+    /// Retrieval; `limit` is the number of context chunks (default `answer.context_chunks`).
+    #[serde(flatten)]
+    pub search: SearchRequest,
+    #[serde(flatten)]
+    pub options: AnswerOptions,
+}
+
+/// The generation settings of a `/query`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnswerOptions {
+    /// Stream server-sent events instead of one JSON response.
+    #[serde(default)]
+    pub stream: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    /// `none` for retrieval only, or the configured backend (`llama`, `openai`) or model name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generator: Option<String>,
+}
+
+impl AnswerOptions {
+    const FIELDS: [&'static str; 4] = ["stream", "max_tokens", "temperature", "generator"];
+}
+
+impl<'de> Deserialize<'de> for QueryRequest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        // serde's `flatten` cannot be combined with `deny_unknown_fields`: split the object by
+        // key instead, then let each half reject what it does not know.
+        let mut all = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+        let mut opts = serde_json::Map::new();
+        for k in AnswerOptions::FIELDS {
+            if let Some(v) = all.remove(k) {
+                opts.insert(k.to_string(), v);
+            }
+        }
+        let search =
+            serde_json::from_value(serde_json::Value::Object(all)).map_err(D::Error::custom)?;
+        let options =
+            serde_json::from_value(serde_json::Value::Object(opts)).map_err(D::Error::custom)?;
+        Ok(Self { search, options })
+    }
+}
+
+impl QueryRequest {
+    /// A question with default settings.
+    pub fn new(query: impl Into<String>) -> Self {
+        Self {
+            search: SearchRequest {
+                query: query.into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+}
+
+/// A numbered context chunk the answer may cite as `[n]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Citation {
+    pub n: usize,
+    pub chunk_id: String,
+    pub source_id: String,
+    pub external_id: String,
+    pub title: String,
+    pub page: Option<u32>,
+    pub section: Option<String>,
+    pub snippet: String,
+    pub score: f32,
+    /// Whether the answer cites it.
+    pub used: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+pub struct QueryUsage {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+}
+
+/// Wall times of one answer, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+pub struct QueryTiming {
+    /// Embedding the question (part of retrieval).
+    pub embed_ms: f64,
+    /// The whole search: embedding, both retrievers and fusion.
+    pub retrieve_ms: f64,
+    /// From the start of generation to its last token.
+    pub generate_ms: f64,
+    /// From the request to the first token (0 when nothing was generated).
+    pub ttft_ms: f64,
+    /// The generator's own time to first token (prompt processing), for comparison.
+    pub generator_ttft_ms: f64,
+    pub total_ms: f64,
+}
+
+/// The generator that answered.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct GeneratorInfo {
+    pub backend: String,
+    pub model: Option<String>,
+}
+
+/// The final summary of an answer (the `done` event, and the tail of the JSON response).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AnswerDone {
+    /// `stop`, `length`, `no_context` (nothing relevant retrieved: the model was not asked) or
+    /// `retrieval_only` (no generator).
+    pub finish_reason: String,
+    pub usage: QueryUsage,
+    pub timing: QueryTiming,
+    /// Citation numbers the answer used, ascending.
+    pub used: Vec<usize>,
+    pub generator: GeneratorInfo,
+}
+
+/// The non-streamed answer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct QueryResponse {
+    /// The answer text; `null` when retrieval-only.
+    pub answer: Option<String>,
+    pub citations: Vec<Citation>,
+    pub finish_reason: String,
+    pub usage: QueryUsage,
+    pub timing: QueryTiming,
+    pub generator: GeneratorInfo,
+}
+
+/// One step of a streamed answer.
+#[derive(Debug)]
+pub enum AnswerEvent {
+    /// The numbered context, before generation starts.
+    Sources(Vec<Citation>),
+    Token(String),
+    /// A `[n]` marker completed in the answer (first use of `n`).
+    Citation(Citation),
+    Done(AnswerDone),
+    Error(Error),
+}
+
+/// The message used when nothing relevant was retrieved.
+pub const NO_CONTEXT_ANSWER: &str =
+    "I could not find anything relevant to this question in the knowledge base.";
+
+/// Finds citation markers (`[1]`, `[2, 3]`, `[1][4]`) in streamed text.
+#[derive(Debug, Default)]
+pub struct CitationTracker {
+    text: String,
+    scanned: usize,
+    seen: BTreeSet<usize>,
+}
+
+impl CitationTracker {
+    /// Appends generated text; returns the citation numbers (1..=max) used for the first time.
+    pub fn push(&mut self, delta: &str, max: usize) -> Vec<usize> {
+        self.text.push_str(delta);
+        let mut new = Vec::new();
+        let bytes = self.text.as_bytes();
+        let mut i = self.scanned;
+        while i < bytes.len() {
+            if bytes[i] != b'[' {
+                i += 1;
+                continue;
+            }
+            // Scan a candidate group: digits, commas and spaces up to `]`.
+            let mut j = i + 1;
+            while j < bytes.len()
+                && (bytes[j].is_ascii_digit() || bytes[j] == b',' || bytes[j] == b' ')
+            {
+                j += 1;
+            }
+            if j == bytes.len() {
+                // Possibly incomplete (`[1` so far): look again when more text arrives,
+                // unless it is too long to be a marker.
+                if j - i > 32 {
+                    i = j;
+                    continue;
+                }
+                break;
+            }
+            if bytes[j] == b']' {
+                for part in self.text[i + 1..j].split(',') {
+                    if let Ok(n) = part.trim().parse::<usize>() {
+                        if (1..=max).contains(&n) && self.seen.insert(n) {
+                            new.push(n);
+                        }
+                    }
+                }
+                i = j + 1;
+            } else {
+                i += 1;
+            }
+        }
+        self.scanned = i;
+        new
+    }
+
+    pub fn used(&self) -> Vec<usize> {
+        self.seen.iter().copied().collect()
+    }
+
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+}
+
+/// What `prepare` decided.
+struct Prepared {
+    citations: Vec<Citation>,
+    started: Instant,
+    embed_ms: f64,
+    retrieve_ms: f64,
+    generator: GeneratorInfo,
+    plan: Plan,
+}
+
+enum Plan {
+    /// No generator: sources only.
+    RetrievalOnly,
+    /// Nothing relevant: say so, do not ask the model.
+    NoContext,
+    Generate {
+        generation: Generation,
+        prompt_tokens: usize,
+        started: Instant,
+    },
+}
+
+impl Cairn {
+    /// The generator a request asks for: `None` = retrieval only.
+    fn pick_generator(&self, name: Option<&str>) -> Result<Option<Arc<dyn Generator>>> {
+        let configured = self.generator.clone();
+        match name {
+            None => Ok(configured),
+            Some("none") => Ok(None),
+            Some(n) => match configured {
+                Some(g) if n == g.backend().as_str() || n == g.model() => Ok(Some(g)),
+                Some(g) => Err(Error::Unavailable {
+                    code: "generator_unavailable",
+                    message: format!(
+                        "generator `{n}` is not configured; this server answers with `{}` ({}) or `none`",
+                        g.backend().as_str(),
+                        g.model()
+                    ),
+                }),
+                None => Err(Error::Unavailable {
+                    code: "generator_unavailable",
+                    message: format!(
+                        "generator `{n}` is not configured; this server has no generator \
+                         (start it with --generator llama or --generator openai), only `none`"
+                    ),
+                }),
+            },
+        }
+    }
+
+    /// A streamed answer. Fails before the first event on bad input, retrieval errors or a
+    /// full generation queue (503); later failures are an `Error` event.
+    pub async fn answer_stream(
+        &self,
+        req: QueryRequest,
+        history: Vec<ChatMessage>,
+    ) -> Result<BoxStream<'static, AnswerEvent>> {
+        let prepared = self.prepare_answer(req, history).await?;
+        Ok(answer_events(prepared))
+    }
+
+    /// A complete answer (the stream, collected).
+    pub async fn answer(
+        &self,
+        req: QueryRequest,
+        history: Vec<ChatMessage>,
+    ) -> Result<QueryResponse> {
+        let mut stream = self.answer_stream(req, history).await?;
+        let mut citations = Vec::new();
+        let mut text = String::new();
+        while let Some(ev) = stream.next().await {
+            match ev {
+                AnswerEvent::Sources(c) => citations = c,
+                AnswerEvent::Token(t) => text.push_str(&t),
+                AnswerEvent::Citation(_) => {}
+                AnswerEvent::Error(e) => return Err(e),
+                AnswerEvent::Done(done) => {
+                    for c in &mut citations {
+                        c.used = done.used.contains(&c.n);
+                    }
+                    let answer = (done.finish_reason != "retrieval_only").then_some(text);
+                    return Ok(QueryResponse {
+                        answer,
+                        citations,
+                        finish_reason: done.finish_reason,
+                        usage: done.usage,
+                        timing: done.timing,
+                        generator: done.generator,
+                    });
+                }
+            }
+        }
+        Err(Error::internal("answer stream ended without a done event"))
+    }
+
+    async fn prepare_answer(
+        &self,
+        req: QueryRequest,
+        history: Vec<ChatMessage>,
+    ) -> Result<Prepared> {
+        let started = Instant::now();
+        let QueryRequest {
+            mut search,
+            options,
+        } = req;
+        let gen = self.pick_generator(options.generator.as_deref())?;
+        let gcfg = &self.config.generator;
+        let max_tokens = options.max_tokens.unwrap_or(gcfg.max_tokens);
+        let temperature = options.temperature.unwrap_or(gcfg.temperature);
+        if max_tokens == 0 || max_tokens > 8192 {
+            return Err(Error::InvalidInput(
+                "max_tokens must be between 1 and 8192".into(),
+            ));
+        }
+        if !temperature.is_finite() || !(0.0..=2.0).contains(&temperature) {
+            return Err(Error::InvalidInput(
+                "temperature must be between 0 and 2".into(),
+            ));
+        }
+        if let Some(g) = &gen {
+            // Leave room for the instructions, the question and at least some context.
+            if max_tokens as usize + 128 > g.context_tokens() {
+                return Err(Error::InvalidInput(format!(
+                    "max_tokens must leave room for the prompt: at most {} with this model's context of {} tokens",
+                    g.context_tokens().saturating_sub(128),
+                    g.context_tokens()
+                )));
+            }
+        }
+        // Scores are needed for the relevance gate whether or not the caller asked to see them.
+        search.limit = Some(search.limit.unwrap_or(self.config.answer.context_chunks));
+        search.explain = true;
+        let question = search.query.trim().to_string();
+        if search.limit.is_some_and(|l| l > 50) {
+            return Err(Error::InvalidInput(
+                "limit must be between 1 and 50 for answers".into(),
+            ));
+        }
+        let found = self.search(search).await?;
+        let embed_ms = found.timing.embed_ms;
+        let retrieve_ms = found.took_ms;
+        let generator = GeneratorInfo {
+            backend: gen
+                .as_ref()
+                .map_or("none", |g| g.backend().as_str())
+                .to_string(),
+            model: gen.as_ref().map(|g| g.model().to_string()),
+        };
+        let a = &self.config.answer;
+        let relevant = is_relevant(&found.results, a.min_similarity, a.min_similarity_keyword);
+        let mut hits = found.results;
+        let Some(gen) = gen else {
+            return Ok(Prepared {
+                citations: number(&hits),
+                started,
+                embed_ms,
+                retrieve_ms,
+                generator,
+                plan: Plan::RetrievalOnly,
+            });
+        };
+        if !relevant {
+            return Ok(Prepared {
+                citations: Vec::new(),
+                started,
+                embed_ms,
+                retrieve_ms,
+                generator,
+                plan: Plan::NoContext,
+            });
+        }
+        let budget = gen.context_tokens() - max_tokens as usize;
+        let question = question.as_str();
+        let instructions = self.config.answer.system_prompt.clone();
+        let (messages, prompt_tokens, _kept) = {
+            let g = gen.clone();
+            let build = move |hits: &[SearchHit], history: &[ChatMessage]| {
+                let mut m = vec![ChatMessage::new("system", instructions.clone())];
+                m.extend(history.iter().cloned());
+                m.push(ChatMessage::new("user", user_prompt(hits, question)));
+                let n = g.prompt_tokens(&m)?;
+                Ok::<_, Error>((m, n))
+            };
+            pack(&mut hits, history, budget, build)?
+        };
+        let citations = number(&hits);
+        tracing::debug!(
+            chunks = citations.len(),
+            prompt_tokens,
+            budget,
+            "prompt packed"
+        );
+        let gen_started = Instant::now();
+        let generation = gen
+            .generate(
+                messages,
+                GenParams {
+                    max_tokens,
+                    temperature,
+                },
+            )
+            .await?;
+        Ok(Prepared {
+            citations,
+            started,
+            embed_ms,
+            retrieve_ms,
+            generator,
+            plan: Plan::Generate {
+                generation,
+                prompt_tokens,
+                started: gen_started,
+            },
+        })
+    }
+}
+
+/// Whether retrieval found anything worth answering from: the best vector similarity reaches
+/// `min_similarity`, or reaches the lower `min_with_keyword` while the top hit also matches
+/// the question's words (BM25) — exact terms like "BM25" embed poorly with small models.
+/// Keyword-only searches: any hit.
+fn is_relevant(hits: &[SearchHit], min_similarity: f32, min_with_keyword: f32) -> bool {
+    let best = hits
+        .iter()
+        .filter_map(|h| h.scores.as_ref()?.vector_distance)
+        .map(|d| 1.0 - d)
+        .fold(f32::NEG_INFINITY, f32::max);
+    if !best.is_finite() {
+        return !hits.is_empty();
+    }
+    let top_matches_words = hits
+        .first()
+        .and_then(|h| h.scores.as_ref())
+        .is_some_and(|s| s.bm25_rank.is_some());
+    best >= min_similarity || (top_matches_words && best >= min_with_keyword)
+}
+
+fn number(hits: &[SearchHit]) -> Vec<Citation> {
+    hits.iter()
+        .enumerate()
+        .map(|(i, h)| Citation {
+            n: i + 1,
+            chunk_id: h.chunk_id.clone(),
+            source_id: h.source_id.clone(),
+            external_id: h.external_id.clone(),
+            title: h.title.clone(),
+            page: h.page,
+            section: h.section.clone(),
+            snippet: h.snippet.clone(),
+            score: h.score,
+            used: false,
+        })
+        .collect()
+}
+
+/// The user message: the question, the numbered passages, and the question again with the
+/// citation rule (small models lose a question that only comes before long context).
+pub fn user_prompt(hits: &[SearchHit], question: &str) -> String {
+    let mut s = format!("Question: {question}\n\nPassages:\n\n");
+    for (i, h) in hits.iter().enumerate() {
+        s.push_str(&format!("[{}] {}", i + 1, h.title));
+        if let Some(sec) = &h.section {
+            s.push_str(&format!(" — {sec}"));
+        }
+        if let Some(p) = h.page {
+            s.push_str(&format!(" (page {p})"));
+        }
+        s.push('\n');
+        s.push_str(h.text.trim());
+        s.push_str("\n\n");
+    }
+    s.push_str(&format!(
+        "Answer the question \"{question}\" in a few sentences, using only these passages and citing them like [1]."
+    ));
+    s
+}
+
+type Built = (Vec<ChatMessage>, usize);
+
+/// Fits the prompt into `budget` tokens: drops the oldest history first, then the
+/// lowest-ranked chunks, and as a last resort shortens the single remaining chunk.
+/// Returns the messages, their token count and how many chunks were kept.
+fn pack(
+    hits: &mut Vec<SearchHit>,
+    mut history: Vec<ChatMessage>,
+    budget: usize,
+    build: impl Fn(&[SearchHit], &[ChatMessage]) -> Result<Built>,
+) -> Result<(Vec<ChatMessage>, usize, usize)> {
+    loop {
+        let (m, n) = build(hits, &history)?;
+        if n <= budget {
+            return Ok((m, n, hits.len()));
+        }
+        if !history.is_empty() {
+            history.remove(0);
+        } else if hits.len() > 1 {
+            // Find the largest prefix that fits: adding chunks only grows the prompt.
+            let mut lo = 1;
+            let mut hi = hits.len() - 1;
+            while lo < hi {
+                let mid = (lo + hi).div_ceil(2);
+                if build(&hits[..mid], &history)?.1 <= budget {
+                    lo = mid;
+                } else {
+                    hi = mid - 1;
+                }
+            }
+            hits.truncate(lo);
+        } else if let Some(h) = hits.first_mut() {
+            let chars = h.text.chars().count();
+            if chars < 64 {
+                return Err(Error::InvalidInput(
+                    "the question is too long for the model's context".into(),
+                ));
+            }
+            h.text = h.text.chars().take(chars * 2 / 3).collect();
+        } else {
+            return Err(Error::InvalidInput(
+                "the question is too long for the model's context".into(),
+            ));
+        }
+    }
+}
+
+struct StreamState {
+    pending: VecDeque<AnswerEvent>,
+    citations: Vec<Citation>,
+    tracker: CitationTracker,
+    generation: Option<Generation>,
+    prompt_tokens: usize,
+    gen_started: Instant,
+    started: Instant,
+    embed_ms: f64,
+    retrieve_ms: f64,
+    ttft_ms: f64,
+    generator: GeneratorInfo,
+    finished: bool,
+}
+
+impl StreamState {
+    fn done(&self, finish_reason: &str, usage: QueryUsage, generator_ttft_ms: f64) -> AnswerEvent {
+        let generate_ms = if self.generation.is_some() {
+            self.gen_started.elapsed().as_secs_f64() * 1e3
+        } else {
+            0.0
+        };
+        let timing = QueryTiming {
+            embed_ms: self.embed_ms,
+            retrieve_ms: self.retrieve_ms,
+            generate_ms,
+            ttft_ms: self.ttft_ms,
+            generator_ttft_ms,
+            total_ms: self.started.elapsed().as_secs_f64() * 1e3,
+        };
+        for (stage, ms) in [
+            ("retrieve", timing.retrieve_ms),
+            ("generate", timing.generate_ms),
+            ("ttft", timing.ttft_ms),
+        ] {
+            if ms > 0.0 {
+                metrics::histogram!("cairn_query_stage_seconds", "stage" => stage).record(ms / 1e3);
+            }
+        }
+        AnswerEvent::Done(AnswerDone {
+            finish_reason: finish_reason.to_string(),
+            usage,
+            timing,
+            used: self.tracker.used(),
+            generator: self.generator.clone(),
+        })
+    }
+
+    async fn next(&mut self) -> Option<AnswerEvent> {
+        loop {
+            if let Some(ev) = self.pending.pop_front() {
+                return Some(ev);
+            }
+            if self.finished {
+                return None;
+            }
+            let Some(gen) = self.generation.as_mut() else {
+                self.finished = true;
+                return None;
+            };
+            match gen.recv().await {
+                Some(Ok(GenEvent::Token(t))) => {
+                    if self.ttft_ms == 0.0 {
+                        self.ttft_ms = self.started.elapsed().as_secs_f64() * 1e3;
+                    }
+                    let new = self.tracker.push(&t, self.citations.len());
+                    self.pending.push_back(AnswerEvent::Token(t));
+                    for n in new {
+                        let mut c = self.citations[n - 1].clone();
+                        c.used = true;
+                        self.pending.push_back(AnswerEvent::Citation(c));
+                    }
+                }
+                Some(Ok(GenEvent::Done(u))) => {
+                    let usage = QueryUsage {
+                        prompt_tokens: if u.prompt_tokens > 0 {
+                            u.prompt_tokens
+                        } else {
+                            self.prompt_tokens
+                        },
+                        completion_tokens: u.completion_tokens,
+                    };
+                    let done = self.done(u.finish_reason, usage, u.ttft_ms);
+                    self.pending.push_back(done);
+                    self.finished = true;
+                }
+                Some(Err(e)) => {
+                    self.pending.push_back(AnswerEvent::Error(e));
+                    self.finished = true;
+                }
+                None => {
+                    self.pending.push_back(AnswerEvent::Error(Error::internal(
+                        "the generator stopped without finishing",
+                    )));
+                    self.finished = true;
+                }
+            }
+        }
+    }
+}
+
+fn answer_events(p: Prepared) -> BoxStream<'static, AnswerEvent> {
+    let mut st = StreamState {
+        pending: VecDeque::new(),
+        citations: p.citations.clone(),
+        tracker: CitationTracker::default(),
+        generation: None,
+        prompt_tokens: 0,
+        gen_started: Instant::now(),
+        started: p.started,
+        embed_ms: p.embed_ms,
+        retrieve_ms: p.retrieve_ms,
+        ttft_ms: 0.0,
+        generator: p.generator,
+        finished: false,
+    };
+    st.pending.push_back(AnswerEvent::Sources(p.citations));
+    match p.plan {
+        Plan::RetrievalOnly => {
+            let done = st.done("retrieval_only", QueryUsage::default(), 0.0);
+            st.pending.push_back(done);
+            st.finished = true;
+        }
+        Plan::NoContext => {
+            st.pending
+                .push_back(AnswerEvent::Token(NO_CONTEXT_ANSWER.to_string()));
+            let done = st.done("no_context", QueryUsage::default(), 0.0);
+            st.pending.push_back(done);
+            st.finished = true;
+        }
+        Plan::Generate {
+            generation,
+            prompt_tokens,
+            started,
+        } => {
+            st.generation = Some(generation);
+            st.prompt_tokens = prompt_tokens;
+            st.gen_started = started;
+        }
+    }
+    futures::stream::unfold(st, |mut st| async move {
+        let ev = st.next().await?;
+        Some((ev, st))
+    })
+    .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn citations_are_found_across_token_boundaries() {
+        let mut t = CitationTracker::default();
+        assert_eq!(t.push("Cairns mark trails [", 3), Vec::<usize>::new());
+        assert_eq!(t.push("1", 3), Vec::<usize>::new());
+        assert_eq!(t.push("] and [2, 3", 3), vec![1]);
+        assert_eq!(t.push("][1][9] [x] [", 3), vec![2, 3]);
+        assert_eq!(t.push("3]", 3), Vec::<usize>::new(), "already seen");
+        assert_eq!(t.used(), vec![1, 2, 3]);
+        assert_eq!(t.text(), "Cairns mark trails [1] and [2, 3][1][9] [x] [3]");
+    }
+
+    fn hit(i: usize, text: &str) -> SearchHit {
+        SearchHit {
+            chunk_id: format!("c{i}"),
+            source_id: "s".into(),
+            external_id: "e".into(),
+            title: "t".into(),
+            text: text.into(),
+            snippet: String::new(),
+            score: 1.0,
+            page: None,
+            section: None,
+            ordinal: i as u32,
+            char_start: 0,
+            char_end: 0,
+            scores: None,
+        }
+    }
+
+    #[test]
+    fn packing_drops_history_then_lowest_ranked_then_shortens() {
+        // A "tokenizer" that counts bytes.
+        let build = |h: &[SearchHit], hist: &[ChatMessage]| {
+            let m: Vec<ChatMessage> = hist
+                .iter()
+                .cloned()
+                .chain([ChatMessage::new("user", user_prompt(h, "q"))])
+                .collect();
+            let n = m.iter().map(|m| m.content.len()).sum();
+            Ok((m, n))
+        };
+        let mut hits: Vec<SearchHit> = (0..5).map(|i| hit(i, &"x".repeat(100))).collect();
+        let history = vec![ChatMessage::new("user", "y".repeat(500))];
+        let (m, n, kept) = pack(&mut hits, history.clone(), 450, build).unwrap();
+        assert!(n <= 450);
+        assert_eq!(m.len(), 1, "history dropped first");
+        assert!((1..5).contains(&kept));
+        assert_eq!(hits.len(), kept);
+        assert_eq!(hits[0].chunk_id, "c0", "the best chunks stay");
+        // One more chunk would not fit: the prefix is the largest that does.
+        let mut all: Vec<SearchHit> = (0..5).map(|i| hit(i, &"x".repeat(100))).collect();
+        all.truncate(kept + 1);
+        assert!(build(&all, &[]).unwrap().1 > 450);
+
+        let mut one = vec![hit(0, &"z".repeat(2000))];
+        let (_, n, kept) = pack(&mut one, Vec::new(), 600, build).unwrap();
+        assert!(n <= 600 && kept == 1 && one[0].text.len() < 2000);
+        assert!(pack(&mut vec![hit(0, "z")], Vec::new(), 10, build).is_err());
+    }
+
+    #[test]
+    fn relevance_needs_similarity_or_matching_words() {
+        let scored = |d: Option<f32>, bm25_rank: Option<usize>| {
+            let mut h = hit(0, "x");
+            h.scores = Some(crate::search::Explain {
+                vector_distance: d,
+                bm25_rank,
+                ..Default::default()
+            });
+            h
+        };
+        assert!(is_relevant(&[scored(Some(0.7), None)], 0.25, 0.15));
+        assert!(!is_relevant(&[scored(Some(0.8), None)], 0.25, 0.15));
+        assert!(is_relevant(&[scored(Some(0.8), Some(1))], 0.25, 0.15));
+        assert!(!is_relevant(&[scored(Some(0.9), Some(1))], 0.25, 0.15));
+        assert!(!is_relevant(&[], 0.25, 0.15));
+        assert!(
+            is_relevant(&[scored(None, Some(1))], 0.25, 0.15),
+            "keyword mode"
+        );
+    }
+}

@@ -1,0 +1,328 @@
+//! Local generation with llama.cpp (`llama-cpp-2`): a GGUF model loaded once at start, its
+//! chat template read from the GGUF metadata, decoding on a blocking thread.
+//!
+//! llama.cpp's backend can be initialised once per process, so it lives in a `OnceLock`;
+//! contexts are created per generation (cheap next to decoding) under a lock, because creating
+//! two contexts of one model at the same time is not sound in llama.cpp.
+
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use futures::future::BoxFuture;
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
+use llama_cpp_2::sampling::LlamaSampler;
+use tokio::sync::mpsc;
+
+use super::{
+    ChatMessage, GenEvent, GenParams, GenStats, GenUsage, Generation, Generator, Slot, Slots,
+    Utf8Pieces,
+};
+use crate::config::{Backend, GeneratorConfig};
+use crate::error::{Error, Result};
+
+static BACKEND: OnceLock<std::result::Result<LlamaBackend, String>> = OnceLock::new();
+/// Serialises context creation (see the module docs).
+static CONTEXT_LOCK: Mutex<()> = Mutex::new(());
+
+fn backend() -> Result<&'static LlamaBackend> {
+    BACKEND
+        .get_or_init(|| {
+            let mut b = LlamaBackend::init().map_err(|e| e.to_string())?;
+            // llama.cpp logs every tensor at load; Cairn reports what matters itself.
+            b.void_logs();
+            Ok(b)
+        })
+        .as_ref()
+        .map_err(|e| Error::internal(format!("llama.cpp backend: {e}")))
+}
+
+/// The GGUF file to load: the configured path, else the first `*.gguf` under `models/llm/`.
+pub fn locate_model(configured: Option<&str>) -> Result<PathBuf> {
+    let unavailable = |message: String| Error::Unavailable {
+        code: "generator_unavailable",
+        message,
+    };
+    if let Some(p) = configured {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(unavailable(format!(
+                "GGUF model {} does not exist (run scripts/setup for the default model)",
+                p.display()
+            )))
+        };
+    }
+    let first_in = |dir: PathBuf| {
+        let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "gguf"))
+            .collect();
+        found.sort();
+        found.into_iter().next()
+    };
+    let roots = crate::embed::models_roots();
+    roots
+        .into_iter()
+        .find_map(|r| first_in(r.join("llm")))
+        .ok_or_else(|| {
+            unavailable(
+                "no GGUF model configured and none in models/llm/: run scripts/setup, or pass \
+             --llm-model PATH.gguf"
+                    .into(),
+            )
+        })
+}
+
+pub struct LlamaGenerator {
+    model: Arc<LlamaModel>,
+    template: LlamaChatTemplate,
+    name: String,
+    n_ctx: usize,
+    threads: i32,
+    slots: Slots,
+}
+
+impl LlamaGenerator {
+    /// Loads the model (blocking: call from a blocking thread).
+    pub fn load(cfg: &GeneratorConfig) -> Result<Self> {
+        let path = locate_model(cfg.model.as_deref())?;
+        let backend = backend()?;
+        let params = LlamaModelParams::default().with_n_gpu_layers(cfg.gpu_layers);
+        let started = Instant::now();
+        let model = LlamaModel::load_from_file(backend, &path, &params).map_err(|e| {
+            Error::Unavailable {
+                code: "generator_unavailable",
+                message: format!("could not load GGUF model {}: {e}", path.display()),
+            }
+        })?;
+        // The model's own template; llama.cpp recognises the common families by their text.
+        let template = match model.chat_template(None) {
+            Ok(t) => t,
+            Err(_) => LlamaChatTemplate::new("chatml").map_err(Error::internal)?,
+        };
+        let n_ctx = cfg.context_tokens.min(model.n_ctx_train() as usize);
+        let threads = if cfg.threads == 0 {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        } else {
+            cfg.threads
+        } as i32;
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "llama".into());
+        tracing::info!(
+            model = %path.display(),
+            n_ctx,
+            threads,
+            gpu_layers = cfg.gpu_layers,
+            ms = started.elapsed().as_millis() as u64,
+            "llama model loaded"
+        );
+        Ok(Self {
+            model: Arc::new(model),
+            template,
+            name,
+            n_ctx,
+            threads,
+            slots: Slots::new(cfg.max_concurrent, cfg.queue_timeout_ms),
+        })
+    }
+
+    fn render(&self, messages: &[ChatMessage]) -> Result<String> {
+        let chat = messages
+            .iter()
+            .map(|m| LlamaChatMessage::new(m.role.clone(), m.content.clone()))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::InvalidInput(format!("message contains a NUL byte: {e}")))?;
+        self.model
+            .apply_chat_template(&self.template, &chat, true)
+            .map_err(|e| Error::internal(format!("chat template: {e}")))
+    }
+
+    fn tokenize(&self, prompt: &str) -> Vec<llama_cpp_2::token::LlamaToken> {
+        self.model.vocab().tokenize(prompt.as_bytes(), true, true)
+    }
+}
+
+impl Generator for LlamaGenerator {
+    fn backend(&self) -> Backend {
+        Backend::Llama
+    }
+
+    fn model(&self) -> &str {
+        &self.name
+    }
+
+    fn context_tokens(&self) -> usize {
+        self.n_ctx
+    }
+
+    fn prompt_tokens(&self, messages: &[ChatMessage]) -> Result<usize> {
+        Ok(self.tokenize(&self.render(messages)?).len())
+    }
+
+    fn generate(
+        &self,
+        messages: Vec<ChatMessage>,
+        params: GenParams,
+    ) -> BoxFuture<'_, Result<Generation>> {
+        Box::pin(async move {
+            let prompt = self.render(&messages)?;
+            let tokens = self.tokenize(&prompt);
+            if tokens.len() + params.max_tokens as usize > self.n_ctx {
+                return Err(Error::InvalidInput(format!(
+                    "the prompt ({} tokens) and max_tokens ({}) exceed the model's context of {} tokens",
+                    tokens.len(),
+                    params.max_tokens,
+                    self.n_ctx
+                )));
+            }
+            let slot = self.slots.acquire().await?;
+            // Capacity 1: the model never runs more than a token ahead of its reader, so a
+            // dropped reader stops it within one token.
+            let (tx, rx) = mpsc::channel(1);
+            let job = Job {
+                model: self.model.clone(),
+                n_ctx: self.n_ctx,
+                threads: self.threads,
+                tokens,
+                params,
+            };
+            let span = tracing::Span::current();
+            tokio::task::spawn_blocking(move || {
+                span.in_scope(|| {
+                    let tx2 = tx.clone();
+                    if let Err(e) = job.run(&slot, &tx) {
+                        let _ = tx2.blocking_send(Err(e));
+                    }
+                })
+            });
+            Ok(rx)
+        })
+    }
+
+    fn stats(&self) -> GenStats {
+        self.slots.stats()
+    }
+}
+
+struct Job {
+    model: Arc<LlamaModel>,
+    n_ctx: usize,
+    threads: i32,
+    tokens: Vec<llama_cpp_2::token::LlamaToken>,
+    params: GenParams,
+}
+
+impl Job {
+    fn run(self, slot: &Slot, tx: &mpsc::Sender<Result<GenEvent>>) -> Result<()> {
+        let started = Instant::now();
+        let backend = backend()?;
+        let n_ctx = NonZeroU32::new(self.n_ctx as u32);
+        let ctx_params = LlamaContextParams::default()
+            .with_n_ctx(n_ctx)
+            .with_n_batch(self.n_ctx as u32)
+            .with_n_threads(self.threads)
+            .with_n_threads_batch(self.threads);
+        let mut ctx = {
+            let _guard = CONTEXT_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+            self.model
+                .new_context(backend, ctx_params)
+                .map_err(|e| Error::internal(format!("llama context: {e}")))?
+        };
+        let mut batch = LlamaBatch::new(self.tokens.len().max(1), 1);
+        let last = self.tokens.len() - 1;
+        for (i, t) in self.tokens.iter().enumerate() {
+            batch
+                .add(*t, i as i32, &[0], i == last)
+                .map_err(Error::internal)?;
+        }
+        ctx.decode(&mut batch)
+            .map_err(|e| Error::internal(format!("llama prefill: {e}")))?;
+        let mut sampler = if self.params.temperature <= 0.0 {
+            LlamaSampler::greedy()
+        } else {
+            LlamaSampler::chain_simple([
+                LlamaSampler::top_k(40),
+                LlamaSampler::top_p(0.95, 1),
+                LlamaSampler::temp(self.params.temperature),
+                LlamaSampler::dist(rand_seed()),
+            ])
+        };
+        let vocab = self.model.vocab();
+        let mut pieces = Utf8Pieces::default();
+        let mut pos = self.tokens.len() as i32;
+        let mut idx = batch.n_tokens() - 1;
+        let mut usage = GenUsage {
+            prompt_tokens: self.tokens.len(),
+            finish_reason: "length",
+            ..Default::default()
+        };
+        let mut single = LlamaBatch::new(1, 1);
+        while usage.completion_tokens < self.params.max_tokens as usize {
+            if tx.is_closed() {
+                usage.finish_reason = "cancelled";
+                break;
+            }
+            let token = sampler.sample(&ctx, idx);
+            if vocab.is_eog(token) {
+                usage.finish_reason = "stop";
+                break;
+            }
+            usage.completion_tokens += 1;
+            slot.count_token();
+            if usage.completion_tokens == 1 {
+                usage.ttft_ms = started.elapsed().as_secs_f64() * 1e3;
+            }
+            let text = pieces.push(&vocab.token_to_piece(token, false, None));
+            if !text.is_empty() && tx.blocking_send(Ok(GenEvent::Token(text))).is_err() {
+                usage.finish_reason = "cancelled";
+                break;
+            }
+            if usage.completion_tokens >= self.params.max_tokens as usize {
+                break;
+            }
+            single.clear();
+            single
+                .add(token, pos, &[0], true)
+                .map_err(Error::internal)?;
+            pos += 1;
+            idx = 0;
+            ctx.decode(&mut single)
+                .map_err(|e| Error::internal(format!("llama decode: {e}")))?;
+        }
+        let secs = started.elapsed().as_secs_f64();
+        metrics::histogram!("cairn_generate_seconds", "backend" => "llama").record(secs);
+        if secs > 0.0 && usage.completion_tokens > 0 {
+            metrics::gauge!("cairn_generate_tokens_per_second", "backend" => "llama")
+                .set(usage.completion_tokens as f64 / secs);
+        }
+        tracing::debug!(
+            prompt_tokens = usage.prompt_tokens,
+            completion_tokens = usage.completion_tokens,
+            finish = usage.finish_reason,
+            ms = secs * 1e3,
+            "generation finished"
+        );
+        let _ = tx.blocking_send(Ok(GenEvent::Done(usage)));
+        Ok(())
+    }
+}
+
+fn rand_seed() -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    nanos ^ std::process::id()
+}

@@ -1,0 +1,85 @@
+//! `POST /query`: a cited answer as one JSON response, or as server-sent events when
+//! `stream: true` or `Accept: text/event-stream`.
+//!
+//! Events, each with an increasing `id:` and JSON `data:`: `sources` (`{"citations": [...]}`,
+//! before generation starts), `token` (`{"delta": "..."}`), `citation` (a citation object, when
+//! a `[n]` marker completes), `done` (finish reason, usage, timing, used citation numbers) and
+//! `error` (`{"code", "message"}`). Keep-alive comments fill long silences. Dropping the
+//! connection drops the answer stream, which stops the generator (see `answer`).
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::stream::{Stream, StreamExt};
+use serde_json::json;
+
+use super::error::ApiError;
+use super::{ApiJson, AppState};
+use crate::answer::{AnswerEvent, QueryRequest};
+
+/// Whether the client asked for an event stream.
+pub fn wants_sse(headers: &HeaderMap, stream_flag: bool) -> bool {
+    stream_flag
+        || headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("text/event-stream"))
+}
+
+pub async fn query(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<QueryRequest>,
+) -> Result<Response, ApiError> {
+    if !wants_sse(&headers, req.options.stream) {
+        return Ok(Json(st.cairn.answer(req, Vec::new()).await?).into_response());
+    }
+    let stream = st.cairn.answer_stream(req, Vec::new()).await?;
+    let keepalive = Duration::from_secs(st.cairn.config.answer.keepalive_s.max(1));
+    // The body is polled after the handler returns: carry the request's span for error logs.
+    let span = tracing::Span::current();
+    Ok(sse(stream.map(move |ev| to_event(ev, &span)), keepalive))
+}
+
+/// Wraps events as an SSE response with numbered ids and keep-alives.
+pub fn sse(events: impl Stream<Item = Event> + Send + 'static, keepalive: Duration) -> Response {
+    let numbered = events
+        .enumerate()
+        .map(|(i, e)| Ok::<_, Infallible>(e.id(i.to_string())));
+    Sse::new(numbered)
+        .keep_alive(KeepAlive::new().interval(keepalive))
+        .into_response()
+}
+
+/// An error after the response started: logged here (with the request's span) and sent as
+/// the `{code, message}` a JSON error would carry.
+pub fn error_payload(e: crate::error::Error, span: &tracing::Span) -> serde_json::Value {
+    let api = ApiError::from(e);
+    if let Some(cause) = &api.internal {
+        span.in_scope(|| tracing::error!(error = %cause, "internal error during a stream"));
+    } else {
+        span.in_scope(|| tracing::warn!(code = api.code, message = %api.message, "stream failed"));
+    }
+    json!({"code": api.code, "message": api.message})
+}
+
+fn to_event(ev: AnswerEvent, span: &tracing::Span) -> Event {
+    let json = |name: &str, v: serde_json::Value| {
+        Event::default()
+            .event(name)
+            .json_data(v)
+            .unwrap_or_else(|_| Event::default().event("error"))
+    };
+    match ev {
+        AnswerEvent::Sources(c) => json("sources", json!({ "citations": c })),
+        AnswerEvent::Token(t) => json("token", json!({ "delta": t })),
+        AnswerEvent::Citation(c) => json("citation", json!(c)),
+        AnswerEvent::Done(d) => json("done", json!(d)),
+        AnswerEvent::Error(e) => json("error", error_payload(e, span)),
+    }
+}
