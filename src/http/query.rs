@@ -52,7 +52,7 @@ pub fn sse(events: impl Stream<Item = Event> + Send + 'static, keepalive: Durati
         .enumerate()
         .map(|(i, e)| Ok::<_, Infallible>(e.id(i.to_string())));
     Sse::new(numbered)
-        .keep_alive(KeepAlive::new().interval(keepalive))
+        .keep_alive(KeepAlive::new().interval(keepalive).text("keep-alive"))
         .into_response()
 }
 

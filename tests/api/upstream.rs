@@ -251,6 +251,27 @@ async fn upstream_failures_become_clear_errors() {
 }
 
 #[tokio::test]
+async fn long_silences_get_keep_alive_comments() {
+    let (up, url) = upstream(vec![Step::Stall]).await;
+    let app = cairn_over(&url, |c| {
+        c.answer.keepalive_s = 1;
+        c.generator.read_timeout_s = 3;
+        c.generator.retries = 0;
+    })
+    .await;
+    let resp = app
+        .post_stream("/query", &json!({"query": Q, "stream": true}))
+        .await;
+    let raw = resp.text().await.unwrap();
+    up.release.notify_waiters();
+    // sources, then at least one comment while the upstream is silent, then the timeout.
+    let sources = raw.find("event: sources").unwrap();
+    let comment = raw.find(": keep-alive").expect(&raw);
+    let error = raw.find("event: error").unwrap();
+    assert!(sources < comment && comment < error, "{raw}");
+}
+
+#[tokio::test]
 async fn a_full_generation_queue_answers_503_with_retry_after() {
     let (up, url) = upstream(vec![Step::Stall]).await;
     let app = cairn_over(&url, |c| {
