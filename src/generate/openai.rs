@@ -236,6 +236,12 @@ async fn relay(
                     usage.prompt_tokens = p;
                     usage.completion_tokens = c;
                 }
+                let secs = started.elapsed().as_secs_f64();
+                metrics::histogram!("cairn_generate_seconds", "backend" => "openai").record(secs);
+                if secs > 0.0 && usage.completion_tokens > 0 {
+                    metrics::gauge!("cairn_generate_tokens_per_second", "backend" => "openai")
+                        .set(usage.completion_tokens as f64 / secs);
+                }
                 let _ = tx.send(Ok(GenEvent::Done(usage))).await;
                 return Ok(());
             }
