@@ -572,6 +572,8 @@ struct StreamState {
     ttft_ms: f64,
     generator: GeneratorInfo,
     finished: bool,
+    /// The caller's span (the request), for the summary line logged when the stream ends.
+    span: tracing::Span,
 }
 
 impl StreamState {
@@ -598,6 +600,19 @@ impl StreamState {
                 metrics::histogram!("cairn_query_stage_seconds", "stage" => stage).record(ms / 1e3);
             }
         }
+        self.span.in_scope(|| {
+            tracing::info!(
+                finish_reason,
+                prompt_tokens = usage.prompt_tokens,
+                completion_tokens = usage.completion_tokens,
+                embed_ms = timing.embed_ms,
+                retrieve_ms = timing.retrieve_ms,
+                generate_ms = timing.generate_ms,
+                ttft_ms = timing.ttft_ms,
+                total_ms = timing.total_ms,
+                "answer finished"
+            )
+        });
         AnswerEvent::Done(AnswerDone {
             finish_reason: finish_reason.to_string(),
             usage,
@@ -674,6 +689,7 @@ fn answer_events(p: Prepared) -> BoxStream<'static, AnswerEvent> {
         ttft_ms: 0.0,
         generator: p.generator,
         finished: false,
+        span: tracing::Span::current(),
     };
     st.pending.push_back(AnswerEvent::Sources(p.citations));
     match p.plan {

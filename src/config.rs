@@ -27,6 +27,7 @@ pub struct Config {
     pub log: LogConfig,
     pub generator: GeneratorConfig,
     pub answer: AnswerConfig,
+    pub auth: AuthConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -40,6 +41,17 @@ pub struct ServerConfig {
     pub max_upload_bytes: usize,
     /// Concurrent embedding jobs (searches and uploads) before callers get 503 + Retry-After.
     pub max_concurrent_embeds: usize,
+    /// Requests in flight across the server before new ones get 503 + Retry-After.
+    pub max_in_flight: usize,
+    /// Seconds before `/search` (and other reads) answer 504.
+    pub search_timeout_s: u64,
+    /// Seconds before `/query` and `/v1/chat/completions` answer 504 (until the first byte of
+    /// a stream; a stream that has started is bounded by `generator.read_timeout_s`).
+    pub query_timeout_s: u64,
+    /// Seconds before an upload answers 504 (the write itself still completes consistently).
+    pub ingest_timeout_s: u64,
+    /// Origins allowed by CORS: empty = CORS off, `["*"]` = any origin.
+    pub cors_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -133,6 +145,7 @@ impl Default for Config {
             log: LogConfig::default(),
             generator: GeneratorConfig::default(),
             answer: AnswerConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -144,6 +157,11 @@ impl Default for ServerConfig {
             max_json_bytes: 2 * 1024 * 1024,
             max_upload_bytes: 64 * 1024 * 1024,
             max_concurrent_embeds: 8,
+            max_in_flight: 1024,
+            search_timeout_s: 30,
+            query_timeout_s: 300,
+            ingest_timeout_s: 900,
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -369,6 +387,139 @@ pub const DEFAULT_SYSTEM_PROMPT: &str = "You answer questions using only the num
 Cite the passages that support each sentence with their numbers in square brackets, like [1] or [2]. \
 If the passages do not contain the answer, say that the knowledge base does not contain it. Be concise.";
 
+/// How clients prove who they are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AuthMode {
+    /// No credentials (allowed on a loopback address, or with `--insecure`).
+    #[default]
+    #[serde(rename = "disabled")]
+    Disabled,
+    #[serde(rename = "api_key")]
+    ApiKey,
+    #[serde(rename = "jwt")]
+    Jwt,
+    #[serde(rename = "api_key+jwt")]
+    ApiKeyOrJwt,
+}
+
+impl AuthMode {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AuthMode::Disabled => "disabled",
+            AuthMode::ApiKey => "api_key",
+            AuthMode::Jwt => "jwt",
+            AuthMode::ApiKeyOrJwt => "api_key+jwt",
+        }
+    }
+    pub fn keys(&self) -> bool {
+        matches!(self, AuthMode::ApiKey | AuthMode::ApiKeyOrJwt)
+    }
+    pub fn jwt(&self) -> bool {
+        matches!(self, AuthMode::Jwt | AuthMode::ApiKeyOrJwt)
+    }
+}
+
+impl std::str::FromStr for AuthMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "disabled" => Ok(AuthMode::Disabled),
+            "api_key" => Ok(AuthMode::ApiKey),
+            "jwt" => Ok(AuthMode::Jwt),
+            "api_key+jwt" => Ok(AuthMode::ApiKeyOrJwt),
+            other => Err(format!(
+                "unknown auth mode `{other}` (disabled, api_key, jwt, api_key+jwt)"
+            )),
+        }
+    }
+}
+
+/// Limits of one tier.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TierLimits {
+    pub requests_per_hour: u32,
+    pub concurrent: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    pub mode: AuthMode,
+    /// Paths served without credentials or rate limits.
+    pub public_paths: Vec<String>,
+    /// Tiers by name; keys and JWTs name one of them.
+    pub tiers: std::collections::BTreeMap<String, TierLimits>,
+    /// The limits of unauthenticated clients (auth disabled), per client IP.
+    pub anonymous: TierLimits,
+    /// Seconds between saves of the rate-limit counters (they survive restarts).
+    pub persist_interval_s: u64,
+    pub jwt: JwtConfig,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        let tier = |requests_per_hour, concurrent| TierLimits {
+            requests_per_hour,
+            concurrent,
+        };
+        Self {
+            mode: AuthMode::Disabled,
+            public_paths: vec!["/health".into(), "/health/ready".into(), "/metrics".into()],
+            tiers: [
+                ("free".to_string(), tier(100, 5)),
+                ("standard".to_string(), tier(1_000, 20)),
+                ("premium".to_string(), tier(10_000, 100)),
+            ]
+            .into_iter()
+            .collect(),
+            anonymous: tier(100_000, 256),
+            persist_interval_s: 10,
+            jwt: JwtConfig::default(),
+        }
+    }
+}
+
+/// OAuth2 bearer tokens (JWT).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct JwtConfig {
+    /// HS256 shared secret (or `CAIRN_JWT_SECRET`). Never logged.
+    pub hs256_secret: Secret,
+    /// JWKS file with the RS256/ES256 public keys.
+    pub jwks_file: Option<PathBuf>,
+    /// JWKS URL, fetched once at start (e.g. an identity provider's `/.well-known/jwks.json`).
+    pub jwks_url: Option<String>,
+    /// Required `iss`, when set.
+    pub issuer: Option<String>,
+    /// Required `aud`, when set.
+    pub audience: Option<String>,
+    /// Claim naming the tier.
+    pub tier_claim: String,
+    /// Claim with the scopes (a space-separated string or an array).
+    pub scopes_claim: String,
+    /// Tier of tokens without the tier claim.
+    pub default_tier: String,
+    /// Clock skew allowed on `exp`/`nbf`, seconds.
+    pub leeway_s: u64,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        Self {
+            hs256_secret: Secret::default(),
+            jwks_file: None,
+            jwks_url: None,
+            issuer: None,
+            audience: None,
+            tier_claim: "tier".into(),
+            scopes_claim: "scope".into(),
+            default_tier: "free".into(),
+            leeway_s: 30,
+        }
+    }
+}
+
 /// Values given on the command line; `None` leaves the lower layers' value.
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
@@ -377,6 +528,7 @@ pub struct Overrides {
     pub generator: Option<Backend>,
     pub llm_model: Option<String>,
     pub llm_base_url: Option<String>,
+    pub auth: Option<AuthMode>,
 }
 
 /// Errors while assembling the configuration.
@@ -419,6 +571,7 @@ impl Config {
                     | "log"
                     | "generator"
                     | "answer"
+                    | "auth"
             )
         }));
         let mut cfg: Config = fig
@@ -438,6 +591,14 @@ impl Config {
         }
         if let Some(u) = &overrides.llm_base_url {
             cfg.generator.base_url = u.clone();
+        }
+        if let Some(m) = overrides.auth {
+            cfg.auth.mode = m;
+        }
+        if cfg.auth.jwt.hs256_secret.expose().is_empty() {
+            if let Ok(s) = std::env::var("CAIRN_JWT_SECRET") {
+                cfg.auth.jwt.hs256_secret = Secret::new(s.trim());
+            }
         }
         if cfg.generator.api_key.expose().is_empty() {
             if let Some(f) = &cfg.generator.api_key_file {
@@ -491,6 +652,27 @@ impl Config {
         }
         if !(-1.0..=1.0).contains(&self.answer.min_similarity) {
             return bad("answer.min_similarity must be between -1 and 1");
+        }
+        for (name, t) in self
+            .auth
+            .tiers
+            .iter()
+            .chain([(&"anonymous".to_string(), &self.auth.anonymous)])
+        {
+            if t.requests_per_hour == 0 || t.concurrent == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "auth tier `{name}`: requests_per_hour and concurrent must be positive"
+                )));
+            }
+        }
+        if self.auth.mode.jwt() {
+            let j = &self.auth.jwt;
+            if j.hs256_secret.expose().is_empty() && j.jwks_file.is_none() && j.jwks_url.is_none() {
+                return bad("auth mode jwt needs auth.jwt.hs256_secret (or CAIRN_JWT_SECRET), jwks_file or jwks_url");
+            }
+            if !self.auth.tiers.contains_key(&j.default_tier) {
+                return bad("auth.jwt.default_tier must name a tier in auth.tiers");
+            }
         }
         if !matches!(self.log.format.as_str(), "auto" | "json" | "pretty") {
             return bad("log.format must be auto, json or pretty");

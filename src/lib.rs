@@ -6,6 +6,7 @@
 //! `generate` (llama.cpp or an OpenAI-compatible API).
 
 pub mod answer;
+pub mod auth;
 pub mod bench;
 pub mod chunk;
 pub mod config;

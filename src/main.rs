@@ -50,6 +50,31 @@ struct GenArgs {
 }
 
 #[derive(Subcommand)]
+enum KeysCmd {
+    /// Create a key; it is printed once and never stored.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "standard")]
+        tier: String,
+        /// Comma-separated: search, query, ingest, admin.
+        #[arg(long, default_value = "search,query")]
+        scopes: String,
+        /// Expire after this many days.
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+        #[arg(long)]
+        json: bool,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a key for good.
+    Revoke { id: String },
+}
+
+#[derive(Subcommand)]
 enum Cmd {
     /// Run the HTTP server.
     Serve {
@@ -58,6 +83,17 @@ enum Cmd {
         addr: Option<SocketAddr>,
         #[command(flatten)]
         gen: GenArgs,
+        /// disabled, api_key, jwt or api_key+jwt (default from config: disabled).
+        #[arg(long)]
+        auth: Option<cairn::config::AuthMode>,
+        /// Allow auth disabled on a non-loopback address.
+        #[arg(long)]
+        insecure: bool,
+    },
+    /// Manage API keys (in the data dir; a running server sees changes on its next request).
+    Keys {
+        #[command(subcommand)]
+        cmd: KeysCmd,
     },
     /// Answer a question from the knowledge base, streaming the answer and its sources.
     Ask {
@@ -162,10 +198,12 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (addr, gen) = match &cli.cmd {
-        Cmd::Serve { addr, gen } => (*addr, gen.clone()),
-        Cmd::Ask { gen, .. } | Cmd::Bench { gen, .. } => (None, gen.clone()),
-        _ => (None, GenArgs::default()),
+    let (addr, gen, auth) = match &cli.cmd {
+        Cmd::Serve {
+            addr, gen, auth, ..
+        } => (*addr, gen.clone(), *auth),
+        Cmd::Ask { gen, .. } | Cmd::Bench { gen, .. } => (None, gen.clone(), None),
+        _ => (None, GenArgs::default(), None),
     };
     let overrides = Overrides {
         data_dir: cli.data_dir.clone(),
@@ -173,6 +211,7 @@ fn main() -> ExitCode {
         generator: gen.generator,
         llm_model: gen.llm_model,
         llm_base_url: gen.llm_base_url,
+        auth,
     };
     let config = match Config::load(cli.config.as_deref(), &overrides) {
         Ok(c) => c,
@@ -220,8 +259,10 @@ fn init_logging(config: &Config, serving: bool) {
     if json {
         b.json()
             .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
+            // The whole span list, so a line logged deep inside (a search, the embedder, the
+            // generator) still carries the request's id and caller.
+            .with_current_span(false)
+            .with_span_list(true)
             .init();
     } else {
         b.init();
@@ -230,7 +271,8 @@ fn init_logging(config: &Config, serving: bool) {
 
 async fn run(cli: Cli, config: Config) -> Result<ExitCode, Error> {
     match cli.cmd {
-        Cmd::Serve { .. } => serve(config).await,
+        Cmd::Serve { insecure, .. } => serve(config, insecure).await,
+        Cmd::Keys { cmd } => keys(&config, cmd),
         Cmd::Ask {
             question,
             server,
@@ -448,8 +490,77 @@ fn html_unescape(s: &str) -> String {
         .replace("&amp;", "&")
 }
 
-async fn serve(config: Config) -> Result<ExitCode, Error> {
+fn keys(config: &Config, cmd: KeysCmd) -> Result<ExitCode, Error> {
+    let store = cairn::auth::keys::KeyStore::open(&config.data_dir)?;
+    match cmd {
+        KeysCmd::Create {
+            name,
+            tier,
+            scopes,
+            expires_in_days,
+            json,
+        } => {
+            if !config.auth.tiers.contains_key(&tier) {
+                let known: Vec<&String> = config.auth.tiers.keys().collect();
+                return Err(Error::InvalidInput(format!(
+                    "unknown tier `{tier}` (configured: {known:?})"
+                )));
+            }
+            let scopes = scopes
+                .split(',')
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| s.parse().map_err(Error::InvalidInput))
+                .collect::<Result<Vec<cairn::auth::Scope>, Error>>()?;
+            let expires_at =
+                expires_in_days.map(|d| chrono::Utc::now().timestamp() + i64::from(d) * 86_400);
+            let k = store.create(&name, &tier, scopes, expires_at)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&k)?);
+            } else {
+                println!("{}", k.key);
+                eprintln!(
+                    "key {} ({}, tier {}): shown once, store it now",
+                    k.info.id, k.info.name, k.info.tier
+                );
+            }
+        }
+        KeysCmd::List { json } => {
+            let keys = store.list()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&keys)?);
+            } else {
+                for k in &keys {
+                    let scopes: Vec<&str> = k.scopes.iter().map(|s| s.as_str()).collect();
+                    println!(
+                        "{}  {:<20} {:<9} {}",
+                        k.id,
+                        k.name,
+                        k.tier,
+                        scopes.join(",")
+                    );
+                }
+                println!("{} keys", keys.len());
+            }
+        }
+        KeysCmd::Revoke { id } => {
+            store.revoke(&id)?;
+            println!("revoked {id}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(config: Config, insecure: bool) -> Result<ExitCode, Error> {
     let addr = config.server.addr;
+    if config.auth.mode == cairn::config::AuthMode::Disabled {
+        if !addr.ip().is_loopback() && !insecure {
+            return Err(Error::InvalidInput(format!(
+                "refusing to serve {addr} without authentication: use --auth api_key (create keys \
+                 with `cairn keys create`), bind a loopback address, or pass --insecure"
+            )));
+        }
+        tracing::warn!(addr = %addr, "authentication is disabled: every client has every scope");
+    }
     let mut cairn = Cairn::open(config).await?;
     cairn.load_generator().await?;
     let cairn = Arc::new(cairn);

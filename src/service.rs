@@ -196,6 +196,7 @@ pub struct Health {
 #[derive(Debug, Clone, Serialize)]
 pub struct ComponentHealth {
     pub status: &'static str,
+    pub latency_ms: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -207,6 +208,10 @@ pub struct Cairn {
     pub embedder: Arc<dyn Embedder>,
     /// The answer generator; `None` = retrieval-only answers.
     pub generator: Option<Arc<dyn crate::generate::Generator>>,
+    /// API keys and JWT verification.
+    pub auth: Arc<crate::auth::Auth>,
+    /// Per-tier rate and concurrency limits.
+    pub limits: Arc<crate::auth::limits::Limits>,
     /// When this instance was opened (Unix seconds).
     pub started_at: i64,
     embed_permits: Semaphore,
@@ -267,15 +272,42 @@ impl Cairn {
             .await?,
         );
         let permits = Semaphore::new(config.server.max_concurrent_embeds.max(1));
+        let auth = Arc::new(crate::auth::Auth::open(&config.auth, &config.data_dir).await?);
+        let limits = Arc::new(crate::auth::limits::Limits::open(
+            &config.auth,
+            &config.data_dir,
+        )?);
         Ok(Self {
             config,
             store,
             embedder,
             generator: None,
+            auth,
+            limits,
             started_at: chrono::Utc::now().timestamp(),
             embed_permits: permits,
             batches_written: Default::default(),
         })
+    }
+
+    /// Creates an API key (shown once in the result).
+    pub fn create_key(
+        &self,
+        name: &str,
+        tier: &str,
+        scopes: Vec<crate::auth::Scope>,
+        expires_at: Option<i64>,
+    ) -> Result<crate::auth::keys::NewKey> {
+        self.auth.check_tier(tier)?;
+        self.auth.keys.create(name, tier, scopes, expires_at)
+    }
+
+    pub fn list_keys(&self) -> Result<Vec<crate::auth::keys::KeyInfo>> {
+        self.auth.keys.list()
+    }
+
+    pub fn revoke_key(&self, id: &str) -> Result<()> {
+        self.auth.keys.revoke(id)
     }
 
     /// Loads the configured answer generator (`generator.backend`; `none` loads nothing).
@@ -757,7 +789,7 @@ impl Cairn {
                     .collect(),
             };
             let max_chars = self.config.search.snippet_chars;
-            let results = ranked
+            let results: Vec<SearchHit> = ranked
                 .into_iter()
                 .take(limit)
                 .filter_map(|(id, score)| {
@@ -786,16 +818,27 @@ impl Cairn {
                     })
                 })
                 .collect();
+            let timing = record_stages(SearchTiming {
+                embed_ms,
+                keyword_ms,
+                vector_ms,
+                fusion_ms: ms_since(fusion_started),
+            });
+            let took_ms = ms_since(started);
+            tracing::info!(
+                results = results.len(),
+                took_ms,
+                embed_ms = timing.embed_ms,
+                keyword_ms = timing.keyword_ms,
+                vector_ms = timing.vector_ms,
+                fusion_ms = timing.fusion_ms,
+                "search finished"
+            );
             Ok(SearchResponse {
                 results,
                 mode: req.mode,
-                took_ms: ms_since(started),
-                timing: record_stages(SearchTiming {
-                    embed_ms,
-                    keyword_ms,
-                    vector_ms,
-                    fusion_ms: ms_since(fusion_started),
-                }),
+                took_ms,
+                timing,
             })
         }
         .instrument(span)
@@ -901,49 +944,70 @@ impl Cairn {
 
     /// Probes each component: the store (a count), the keyword index (a search) and the
     /// embedder (an embedding).
+    /// Readiness: every component answers within its deadline. Each is timed.
     pub async fn health(&self) -> Health {
-        let mut components = HashMap::new();
-        let status = |r: std::result::Result<(), String>| match r {
-            Ok(()) => ComponentHealth {
-                status: "ok",
-                error: None,
-            },
-            Err(e) => ComponentHealth {
-                status: "error",
-                error: Some(e),
-            },
+        let deadline = Duration::from_secs(5);
+        let timed = |name: &'static str, r: std::result::Result<(), String>, t: Instant| {
+            let latency_ms = t.elapsed().as_secs_f64() * 1e3;
+            (
+                name,
+                match r {
+                    Ok(()) => ComponentHealth {
+                        status: "ok",
+                        latency_ms,
+                        error: None,
+                    },
+                    Err(e) => ComponentHealth {
+                        status: "error",
+                        latency_ms,
+                        error: Some(e),
+                    },
+                },
+            )
         };
-        components.insert(
-            "store",
-            status(
-                self.store
-                    .vectors
-                    .count_sources()
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string()),
-            ),
-        );
-        components.insert(
-            "keyword_index",
-            status(
-                self.store
-                    .keywords
-                    .search("health", 1, &Default::default(), 1.0)
-                    .map(|_| ())
-                    .map_err(|e| e.to_string()),
-            ),
-        );
-        let emb =
-            match tokio::time::timeout(Duration::from_secs(10), self.embed(vec!["health".into()]))
-                .await
-            {
-                Ok(Ok(v)) if v.first().is_some_and(|x| x.len() == self.embedder.dim()) => Ok(()),
-                Ok(Ok(_)) => Err("embedder returned a wrong-sized vector".to_string()),
+        let within =
+            |what: &str, r: std::result::Result<Result<()>, tokio::time::error::Elapsed>| match r {
+                Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err("embedder did not answer within 10 s".to_string()),
+                Err(_) => Err(format!(
+                    "{what} did not answer within {} s",
+                    deadline.as_secs()
+                )),
             };
-        components.insert("embedder", status(emb));
+        let mut components = HashMap::new();
+        let t = Instant::now();
+        let r = tokio::time::timeout(deadline, async {
+            self.store.vectors.count_sources().await.map(|_| ())
+        })
+        .await;
+        let (n, c) = timed("store", within("the store", r), t);
+        components.insert(n, c);
+        let t = Instant::now();
+        let kw = self.store.keywords.clone();
+        let r = tokio::time::timeout(deadline, async move {
+            blocking(move || kw.search("health", 1, &Default::default(), 1.0).map(|_| ())).await?
+        })
+        .await;
+        let (n, c) = timed("keyword_index", within("the keyword index", r), t);
+        components.insert(n, c);
+        let t = Instant::now();
+        let r = tokio::time::timeout(deadline, async {
+            let v = self.embed(vec!["health".into()]).await?;
+            if v.first().is_some_and(|x| x.len() == self.embedder.dim()) {
+                Ok(())
+            } else {
+                Err(Error::internal("embedder returned a wrong-sized vector"))
+            }
+        })
+        .await;
+        let (n, c) = timed("embedder", within("the embedder", r), t);
+        components.insert(n, c);
+        if let Some(g) = &self.generator {
+            let t = Instant::now();
+            let r = tokio::time::timeout(deadline, g.ready()).await;
+            let (n, c) = timed("generator", within("the generator", r), t);
+            components.insert(n, c);
+        }
         Health {
             ok: components.values().all(|c| c.status == "ok"),
             components,

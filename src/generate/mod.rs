@@ -96,6 +96,10 @@ pub trait Generator: Send + Sync {
         params: GenParams,
     ) -> BoxFuture<'_, Result<Generation>>;
     fn stats(&self) -> GenStats;
+    /// Whether the generator can answer now (a loaded model; a reachable API).
+    fn ready(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// Loads the configured generator; `None` for the retrieval-only `none` backend.

@@ -115,6 +115,29 @@ impl Generator for OpenAiGenerator {
     fn stats(&self) -> GenStats {
         self.slots.stats()
     }
+
+    /// Reachable: the API answers `GET /models` with anything but a server error (an auth
+    /// error still proves the network path; the first real call reports it).
+    fn ready(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let url = self.url.replace("/chat/completions", "/models");
+            let mut req = self.client.get(&url).timeout(Duration::from_secs(5));
+            if !self.api_key.expose().is_empty() {
+                req = req.bearer_auth(self.api_key.expose());
+            }
+            match req.send().await {
+                Ok(r) if !r.status().is_server_error() => Ok(()),
+                Ok(r) => Err(Error::Upstream(format!(
+                    "the generator API answered {}",
+                    r.status()
+                ))),
+                Err(e) => Err(Error::Upstream(format!(
+                    "the generator API is unreachable: {}",
+                    without_url(&e)
+                ))),
+            }
+        })
+    }
 }
 
 impl OpenAiGenerator {

@@ -1,7 +1,9 @@
 //! The HTTP API (axum): thin handlers that extract a request, call one core function on
 //! [`Cairn`] and map the result. No storage access here; no HTTP types below here.
 
+pub mod admin;
 pub mod error;
+pub mod guard;
 pub mod openai;
 pub mod query;
 
@@ -32,6 +34,8 @@ use error::{too_large, ApiError, InternalCause};
 #[derive(Clone)]
 pub struct AppState {
     pub cairn: Arc<Cairn>,
+    /// Requests in flight (`server.max_in_flight`).
+    pub in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 /// JSON body extractor whose rejections become Cairn's JSON errors.
@@ -44,8 +48,14 @@ pub fn router(cairn: Arc<Cairn>) -> Router {
     let upload_limit = cairn.config.server.max_upload_bytes;
     let json_limit = cairn.config.server.max_json_bytes;
     crate::telemetry::handle();
-    let state = AppState { cairn };
-    Router::new()
+    let cors = cors_layer(&cairn.config.server.cors_origins);
+    let state = AppState {
+        in_flight: Arc::new(tokio::sync::Semaphore::new(
+            cairn.config.server.max_in_flight.max(1),
+        )),
+        cairn,
+    };
+    let router = Router::new()
         .route(
             "/sources",
             post(create_sources)
@@ -66,7 +76,15 @@ pub fn router(cairn: Arc<Cairn>) -> Router {
             post(openai::chat_completions).layer(DefaultBodyLimit::max(json_limit)),
         )
         .route("/stats", get(stats))
-        .route("/health", get(health))
+        .route("/health", get(live))
+        .route("/health/ready", get(ready))
+        .route(
+            "/admin/keys",
+            post(admin::create_key)
+                .get(admin::list_keys)
+                .layer(DefaultBodyLimit::max(json_limit)),
+        )
+        .route("/admin/keys/{id}", axum::routing::delete(admin::revoke_key))
         .route("/metrics", get(metrics_text))
         .route(
             "/v1/embeddings",
@@ -75,8 +93,59 @@ pub fn router(cairn: Arc<Cairn>) -> Router {
         .route("/v1/models", get(openai::models))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn(observe))
-        .with_state(state)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            guard::deadline,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            guard::authorize,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            guard::back_pressure,
+        ));
+    let router = match cors {
+        Some(c) => router.layer(c),
+        None => router,
+    };
+    router.layer(middleware::from_fn(observe)).with_state(state)
+}
+
+/// CORS from `server.cors_origins`: off when empty, any origin for `["*"]`.
+fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([
+                axum::http::Method::GET,
+                axum::http::Method::POST,
+                axum::http::Method::DELETE,
+            ])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::ACCEPT,
+                axum::http::HeaderName::from_static("x-api-key"),
+                axum::http::HeaderName::from_static("x-request-id"),
+            ])
+            .expose_headers([
+                axum::http::HeaderName::from_static("x-request-id"),
+                axum::http::HeaderName::from_static("ratelimit-limit"),
+                axum::http::HeaderName::from_static("ratelimit-remaining"),
+                axum::http::HeaderName::from_static("ratelimit-reset"),
+                header::RETRY_AFTER,
+            ]),
+    )
 }
 
 /// Serves until `shutdown` resolves, then finishes in-flight requests.
@@ -85,13 +154,30 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(cairn);
-    axum::serve(
+    let app = router(cairn.clone());
+    // Rate-limit counters are saved periodically and once more at shutdown.
+    let limits = cairn.limits.clone();
+    let every = std::time::Duration::from_secs(cairn.config.auth.persist_interval_s.max(1));
+    let saver = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            if let Err(e) = limits.persist() {
+                tracing::warn!(error = %e, "could not save rate-limit counters");
+            }
+        }
+    });
+    let r = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)
-    .await
+    .await;
+    saver.abort();
+    if let Err(e) = cairn.limits.persist() {
+        tracing::warn!(error = %e, "could not save rate-limit counters");
+    }
+    r
 }
 
 /// Request id, a span per request, one access log line, and the single place where internal
@@ -112,8 +198,13 @@ async fn observe(req: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
-    let span =
-        tracing::info_span!("request", request_id = %request_id, method = %method, path = %path);
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        method = %method,
+        path = %path,
+        key = tracing::field::Empty
+    );
     metrics::gauge!("cairn_http_requests_in_flight").increment(1.0);
     let mut resp = next.run(req).instrument(span.clone()).await;
     metrics::gauge!("cairn_http_requests_in_flight").decrement(1.0);
@@ -131,7 +222,17 @@ async fn observe(req: Request, next: Next) -> Response {
         if let Some(InternalCause(cause)) = resp.extensions().get::<InternalCause>() {
             tracing::error!(status, error = %cause, "internal error");
         }
-        tracing::info!(status, ms, "request finished");
+        let caller = resp
+            .extensions()
+            .get::<guard::Caller>()
+            .map(|c| c.0.as_str())
+            .unwrap_or("-");
+        let bytes = resp
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        tracing::info!(status, ms, route = %labels[1].1, caller, bytes, "request finished");
     });
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("x-request-id", v);
@@ -374,7 +475,17 @@ async fn stats(State(st): State<AppState>) -> Result<Response, ApiError> {
     Ok(Json(st.cairn.stats().await?).into_response())
 }
 
-async fn health(State(st): State<AppState>) -> Response {
+/// `GET /health`: liveness (the process answers).
+async fn live(State(st): State<AppState>) -> Response {
+    Json(json!({
+        "status": "ok",
+        "uptime_s": chrono::Utc::now().timestamp() - st.cairn.started_at,
+    }))
+    .into_response()
+}
+
+/// `GET /health/ready`: readiness, each component checked and timed; 503 when one fails.
+async fn ready(State(st): State<AppState>) -> Response {
     let h = st.cairn.health().await;
     let status = if h.ok {
         StatusCode::OK

@@ -244,6 +244,17 @@ async fn eval_reports_metrics_on_a_beir_folder() {
     );
 }
 
+/// The URL a spawned `cairn serve` prints once it listens.
+fn listening_url(child: &mut std::process::Child) -> String {
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    line.trim()
+        .strip_prefix("cairn listening on ")
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_string()
+}
+
 #[tokio::test]
 async fn serve_accepts_uploads_and_exits_cleanly_on_sigterm() {
     let tmp = tempfile::tempdir().unwrap();
@@ -261,14 +272,7 @@ async fn serve_accepts_uploads_and_exits_cleanly_on_sigterm() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("cairn listening on ")
-        .unwrap_or_else(|| panic!("{line}"))
-        .to_string();
+    let url = listening_url(&mut child);
 
     // The data dir is locked by the server: a local write is refused with a clear message.
     let o = cairn_cmd(&data).arg("ingest").arg(&docs).output().unwrap();
@@ -297,7 +301,11 @@ async fn serve_accepts_uploads_and_exits_cleanly_on_sigterm() {
         .await
         .unwrap();
     assert_eq!(r["results"][0]["title"], "remote");
-    let h = client.get(format!("{url}/health")).send().await.unwrap();
+    let h = client
+        .get(format!("{url}/health/ready"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(h.status(), 200);
     let h: Value = h.json().await.unwrap();
     for c in ["store", "keyword_index", "embedder"] {
@@ -406,4 +414,112 @@ async fn a_user_model_folder_with_cls_pooling_is_used() {
     );
     let norm: f32 = v_cls[0].iter().map(|x| x * x).sum::<f32>().sqrt();
     assert!((norm - 1.0).abs() < 1e-4, "vectors are unit length");
+}
+
+#[tokio::test]
+async fn serve_logs_json_with_the_request_id_on_every_line_and_refuses_open_binds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    // Auth disabled on a public address: refused unless --insecure.
+    let out = cairn_cmd(&data)
+        .args(["serve", "--addr", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--insecure"));
+
+    let log = tmp.path().join("serve.log");
+    let mut child = cairn_cmd(&data)
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .env("CAIRN_LOG__FORMAT", "json")
+        .env("CAIRN_LOG", "info,lance=warn,lancedb=warn")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let url = listening_url(&mut child);
+    let r = reqwest::Client::new()
+        .post(format!("{url}/search"))
+        .header("x-request-id", "rid-test-42")
+        .json(&serde_json::json!({"query": "anything at all"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "rid-test-42");
+    let pid = child.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    child.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let ours: Vec<&Value> = lines
+        .iter()
+        .filter(|l| {
+            l["spans"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|s| s["request_id"] == "rid-test-42"))
+        })
+        .collect();
+    let msgs: Vec<&str> = ours.iter().filter_map(|l| l["message"].as_str()).collect();
+    assert!(msgs.contains(&"search finished"), "{msgs:?}\n{text}");
+    let access = ours
+        .iter()
+        .find(|l| l["message"] == "request finished")
+        .expect("an access line");
+    assert_eq!(access["status"], 200);
+    assert_eq!(access["route"], "/search");
+    assert_eq!(access["caller"], "anonymous");
+    // The inner line was logged inside the search span, below the request span.
+    let inner = ours
+        .iter()
+        .find(|l| l["message"] == "search finished")
+        .unwrap();
+    assert!(inner["spans"].as_array().unwrap().len() >= 2, "{inner}");
+    assert!(
+        inner["embed_ms"].as_f64().is_some(),
+        "stage timings: {inner}"
+    );
+}
+
+#[tokio::test]
+async fn keys_are_created_listed_and_revoked_from_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let (code, k) = run_json(cairn_cmd(&data).args([
+        "keys",
+        "create",
+        "--name",
+        "laptop",
+        "--tier",
+        "free",
+        "--scopes",
+        "search,ingest",
+        "--json",
+    ]));
+    assert_eq!(code, 0, "{k}");
+    let key = k["key"].as_str().unwrap();
+    let id = k["id"].as_str().unwrap();
+    assert!(key.starts_with(&format!("cairn_{id}_")));
+    assert_eq!(k["scopes"], serde_json::json!(["search", "ingest"]));
+    let (_, list) = run_json(cairn_cmd(&data).args(["keys", "list", "--json"]));
+    assert_eq!(list[0]["name"], "laptop");
+    assert!(!list.to_string().contains(key.rsplit('_').next().unwrap()));
+    let bad = cairn_cmd(&data)
+        .args(["keys", "create", "--name", "x", "--tier", "gold"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown tier"));
+    assert!(cairn_cmd(&data)
+        .args(["keys", "revoke", id])
+        .status()
+        .unwrap()
+        .success());
+    let (_, list) = run_json(cairn_cmd(&data).args(["keys", "list", "--json"]));
+    assert_eq!(list, serde_json::json!([]));
 }

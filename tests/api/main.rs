@@ -3,6 +3,7 @@
 
 #[cfg(feature = "llama")]
 mod answer;
+mod auth;
 mod cli;
 mod crash;
 mod errors;

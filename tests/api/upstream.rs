@@ -18,7 +18,7 @@ use crate::helpers::{assert_error, read_sse, spawn_app_with, TestApp};
 
 /// What the scripted upstream does with each request, in order (the last repeats).
 #[derive(Clone)]
-enum Step {
+pub enum Step {
     /// Answer with these content deltas, then usage and `[DONE]`.
     Stream(Vec<&'static str>),
     /// An HTTP error status with an OpenAI error body (and `Retry-After: 0`).
@@ -30,14 +30,14 @@ enum Step {
 }
 
 #[derive(Clone)]
-struct Upstream {
+pub struct Upstream {
     steps: Arc<Vec<Step>>,
     calls: Arc<AtomicUsize>,
     auth: Arc<Mutex<Vec<String>>>,
     bodies: Arc<Mutex<Vec<Value>>>,
     /// Signalled when a request arrives; released to end stalls.
-    arrived: Arc<Notify>,
-    release: Arc<Notify>,
+    pub arrived: Arc<Notify>,
+    pub release: Arc<Notify>,
 }
 
 fn chunk(delta: Value, finish: Option<&str>) -> String {
@@ -108,7 +108,7 @@ async fn completions(State(up): State<Upstream>, headers: HeaderMap, body: Strin
 }
 
 /// Starts the scripted upstream; returns it and its `/v1` base URL.
-async fn upstream(steps: Vec<Step>) -> (Upstream, String) {
+pub async fn upstream(steps: Vec<Step>) -> (Upstream, String) {
     let up = Upstream {
         steps: Arc::new(steps),
         calls: Default::default(),
@@ -127,7 +127,7 @@ async fn upstream(steps: Vec<Step>) -> (Upstream, String) {
 }
 
 /// A Cairn whose generator is the `openai` backend pointed at `url`, with one sample ingested.
-async fn cairn_over(url: &str, tweak: impl FnOnce(&mut cairn::config::Config)) -> TestApp {
+pub async fn cairn_over(url: &str, tweak: impl FnOnce(&mut cairn::config::Config)) -> TestApp {
     let url = url.to_string();
     let app = spawn_app_with(move |c| {
         c.generator.backend = cairn::config::Backend::Openai;
