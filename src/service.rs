@@ -491,6 +491,7 @@ impl Cairn {
         if batch.is_empty() {
             return Ok(());
         }
+        let _queued = QueueDepth::new(batch.len());
         // The last occurrence of a source id in a batch wins.
         let mut seen = HashSet::new();
         batch.reverse();
@@ -1012,6 +1013,22 @@ impl Cairn {
             ok: components.values().all(|c| c.status == "ok"),
             components,
         }
+    }
+}
+
+/// `cairn_ingest_queue_depth`: sources parsed and waiting to be embedded and written.
+struct QueueDepth(f64);
+
+impl QueueDepth {
+    fn new(n: usize) -> Self {
+        metrics::gauge!("cairn_ingest_queue_depth").increment(n as f64);
+        Self(n as f64)
+    }
+}
+
+impl Drop for QueueDepth {
+    fn drop(&mut self) {
+        metrics::gauge!("cairn_ingest_queue_depth").decrement(self.0);
     }
 }
 

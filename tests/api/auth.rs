@@ -249,6 +249,19 @@ async fn tier_quota_is_exact_and_survives_a_restart() {
     );
     assert_eq!(r.headers()["ratelimit-remaining"], "0");
     assert_error(status_code(r).await, 429, "rate_limited");
+    let metrics = call(&app, "GET", "/metrics", None, None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("cairn_rate_limited_total{")
+                && l.contains("tier=\"tiny\"")
+                && l.contains("reason=\"rate\"")),
+        "{metrics}"
+    );
 
     // Restart on the same data dir: the spent quota is remembered.
     let cfg = app.cfg();
@@ -438,4 +451,35 @@ async fn cors_is_off_by_default_and_follows_the_allow_list() {
         r.headers()["access-control-allow-origin"],
         "https://app.example"
     );
+}
+
+#[tokio::test]
+async fn liveness_and_readiness_report_each_component() {
+    // A generator API that is not there: alive, not ready.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}/v1", l.local_addr().unwrap())
+    };
+    let app = cairn_over(&dead, |_| {}).await;
+    let (s, live) = app.get("/health").await;
+    assert_eq!(s, 200);
+    assert_eq!(live["status"], "ok");
+    let (s, ready) = app.get("/health/ready").await;
+    assert_eq!(s, 503, "{ready}");
+    assert_eq!(ready["ok"], false);
+    assert_eq!(ready["components"]["generator"]["status"], "error");
+    assert!(ready["components"]["generator"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("unreachable"));
+    for c in ["store", "keyword_index", "embedder"] {
+        assert_eq!(ready["components"][c]["status"], "ok", "{ready}");
+        assert!(ready["components"][c]["latency_ms"].as_f64().unwrap() >= 0.0);
+    }
+    // A reachable one: ready.
+    let (_up, url) = upstream(vec![Step::Stream(vec!["ok"])]).await;
+    let app = cairn_over(&url, |_| {}).await;
+    let (s, ready) = app.get("/health/ready").await;
+    assert_eq!(s, 200, "{ready}");
+    assert_eq!(ready["components"]["generator"]["status"], "ok");
 }
