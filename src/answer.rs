@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use futures::stream::{BoxStream, StreamExt};
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 
 use crate::error::{Error, Result};
 use crate::generate::{ChatMessage, GenEvent, GenParams, Generation, Generator};
@@ -254,6 +255,8 @@ enum Plan {
         generation: Generation,
         prompt_tokens: usize,
         started: Instant,
+        /// The generation's span (OpenTelemetry GenAI attributes), open until the stream ends.
+        span: tracing::Span,
     },
 }
 
@@ -428,6 +431,8 @@ impl Cairn {
             "prompt packed"
         );
         let gen_started = Instant::now();
+        let gen_span =
+            crate::telemetry::generation_span(gen.backend(), gen.model(), max_tokens, temperature);
         let generation = gen
             .generate(
                 messages,
@@ -436,7 +441,9 @@ impl Cairn {
                     temperature,
                 },
             )
-            .await?;
+            .instrument(gen_span.clone())
+            .await
+            .inspect_err(|e| crate::telemetry::record_generation_error(&gen_span, e))?;
         Ok(Prepared {
             citations,
             started,
@@ -447,6 +454,7 @@ impl Cairn {
                 generation,
                 prompt_tokens,
                 started: gen_started,
+                span: gen_span,
             },
         })
     }
@@ -574,6 +582,8 @@ struct StreamState {
     finished: bool,
     /// The caller's span (the request), for the summary line logged when the stream ends.
     span: tracing::Span,
+    /// The generation's span; `Span::none()` when the model is not called.
+    gen_span: tracing::Span,
 }
 
 impl StreamState {
@@ -600,6 +610,12 @@ impl StreamState {
                 metrics::histogram!("cairn_query_stage_seconds", "stage" => stage).record(ms / 1e3);
             }
         }
+        crate::telemetry::record_generation_usage(
+            &self.gen_span,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            finish_reason,
+        );
         self.span.in_scope(|| {
             tracing::info!(
                 finish_reason,
@@ -661,6 +677,7 @@ impl StreamState {
                     self.finished = true;
                 }
                 Some(Err(e)) => {
+                    crate::telemetry::record_generation_error(&self.gen_span, &e);
                     self.pending.push_back(AnswerEvent::Error(e));
                     self.finished = true;
                 }
@@ -690,6 +707,7 @@ fn answer_events(p: Prepared) -> BoxStream<'static, AnswerEvent> {
         generator: p.generator,
         finished: false,
         span: tracing::Span::current(),
+        gen_span: tracing::Span::none(),
     };
     st.pending.push_back(AnswerEvent::Sources(p.citations));
     match p.plan {
@@ -709,7 +727,9 @@ fn answer_events(p: Prepared) -> BoxStream<'static, AnswerEvent> {
             generation,
             prompt_tokens,
             started,
+            span,
         } => {
+            st.gen_span = span;
             st.generation = Some(generation);
             st.prompt_tokens = prompt_tokens;
             st.gen_started = started;

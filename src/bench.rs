@@ -217,6 +217,10 @@ pub async fn query(
     max_tokens: u32,
 ) -> Result<QueryBench> {
     use futures::StreamExt;
+    // Search and answer run the same question: a cached query vector would make the answer
+    // path look cheaper than it is.
+    let mut config = config;
+    config.search.query_cache_size = 0;
     let docs = corpus(dataset, limit)?;
     let ids: std::collections::HashSet<String> = docs
         .iter()
@@ -306,4 +310,46 @@ pub async fn query(
         prompt_tokens_p50: median(prompt),
         decode_tokens_per_s_p50: median(tps),
     })
+}
+
+/// Result of `cairn bench embed`: the bare embedding ceiling for search (one query at a time,
+/// in-process, no HTTP, no retrieval).
+#[derive(Debug, Serialize)]
+pub struct EmbedBench {
+    pub queries: usize,
+    pub seconds: f64,
+    pub queries_per_s: f64,
+    pub ms_p50: f64,
+}
+
+/// Embeds every test query of a BEIR set one by one (after one warm-up).
+pub async fn embed(config: Config, dataset: &Path) -> Result<EmbedBench> {
+    let queries: Vec<String> = crate::eval::load_queries(dataset, "test")?
+        .into_iter()
+        .map(|(_, q, _)| q)
+        .collect();
+    let models = config.models.clone();
+    tokio::task::spawn_blocking(move || {
+        let e = crate::embed::OnnxEmbedder::load(&models)?;
+        use crate::embed::Embedder;
+        if let Some(q) = queries.first() {
+            e.embed(std::slice::from_ref(q))?;
+        }
+        let mut each = Vec::with_capacity(queries.len());
+        let t = Instant::now();
+        for q in &queries {
+            let t1 = Instant::now();
+            e.embed(std::slice::from_ref(q))?;
+            each.push(t1.elapsed().as_secs_f64() * 1e3);
+        }
+        let seconds = t.elapsed().as_secs_f64();
+        Ok(EmbedBench {
+            queries: queries.len(),
+            seconds,
+            queries_per_s: queries.len() as f64 / seconds,
+            ms_p50: median(each),
+        })
+    })
+    .await
+    .map_err(Error::internal)?
 }

@@ -28,6 +28,7 @@ pub struct Config {
     pub generator: GeneratorConfig,
     pub answer: AnswerConfig,
     pub auth: AuthConfig,
+    pub telemetry: TelemetryConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -112,6 +113,8 @@ pub struct SearchConfig {
     pub title_boost: f32,
     /// Longest snippet, in characters.
     pub snippet_chars: usize,
+    /// Query embeddings kept in memory (a repeated query skips the model); 0 = no cache.
+    pub query_cache_size: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -146,6 +149,7 @@ impl Default for Config {
             generator: GeneratorConfig::default(),
             answer: AnswerConfig::default(),
             auth: AuthConfig::default(),
+            telemetry: TelemetryConfig::default(),
         }
     }
 }
@@ -208,6 +212,7 @@ impl Default for SearchConfig {
             vector_weight: 1.0,
             title_boost: 0.25,
             snippet_chars: 240,
+            query_cache_size: 4096,
         }
     }
 }
@@ -227,6 +232,36 @@ impl Default for LogConfig {
             format: "auto".into(),
             // LanceDB logs every table load at info; keep the server's log about requests.
             level: "info,lance=warn,lance_index=warn,lance_io=warn,lance_file=warn,lance_table=warn,lancedb=warn".into(),
+        }
+    }
+}
+
+/// Traces, error reporting and the search-quality gauge. Everything here is off by default.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// OTLP/HTTP traces endpoint, e.g. `http://collector:4318/v1/traces` (JSON encoding).
+    /// Empty = no trace export. Needs a binary built with the `otel` feature.
+    pub otlp_endpoint: String,
+    /// Fraction of new traces sampled (0..=1); a sampled parent's children always are.
+    pub otlp_sample_ratio: f64,
+    /// `service.name` of the exported spans.
+    pub service_name: String,
+    /// Sentry DSN for error events and panics (or `CAIRN_SENTRY_DSN`). Empty = off. Needs a
+    /// binary built with the `sentry` feature. Never logged.
+    pub sentry_dsn: Secret,
+    /// A `cairn eval --report FILE` result, exported as `cairn_search_quality` gauges.
+    pub quality_report: Option<PathBuf>,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: String::new(),
+            otlp_sample_ratio: 1.0,
+            service_name: "cairn".into(),
+            sentry_dsn: Secret::default(),
+            quality_report: None,
         }
     }
 }
@@ -557,12 +592,18 @@ impl Config {
         fig = fig.merge(Env::prefixed("CAIRN_").split("__").filter(|k| {
             // Depending on the provider's order of operations the key is `a__b` or `a.b`.
             let key = k.as_str().to_ascii_lowercase();
-            let top = key.split("__").next().unwrap_or_default();
-            let top = top.split('.').next().unwrap_or_default();
+            let (top, nested) = match key.split_once("__").or_else(|| key.split_once('.')) {
+                Some((top, _)) => (top, true),
+                None => (key.as_str(), false),
+            };
+            // A table is only set key by key: `CAIRN_LOG` is the log filter (read by
+            // `telemetry::init`), not a replacement for the `[log]` table.
+            if !nested {
+                return top == "data_dir";
+            }
             matches!(
                 top,
-                "data_dir"
-                    | "server"
+                "server"
                     | "models"
                     | "chunking"
                     | "ingest"
@@ -572,6 +613,7 @@ impl Config {
                     | "generator"
                     | "answer"
                     | "auth"
+                    | "telemetry"
             )
         }));
         let mut cfg: Config = fig
@@ -598,6 +640,11 @@ impl Config {
         if cfg.auth.jwt.hs256_secret.expose().is_empty() {
             if let Ok(s) = std::env::var("CAIRN_JWT_SECRET") {
                 cfg.auth.jwt.hs256_secret = Secret::new(s.trim());
+            }
+        }
+        if cfg.telemetry.sentry_dsn.expose().is_empty() {
+            if let Ok(s) = std::env::var("CAIRN_SENTRY_DSN") {
+                cfg.telemetry.sentry_dsn = Secret::new(s.trim());
             }
         }
         if cfg.generator.api_key.expose().is_empty() {
@@ -677,6 +724,24 @@ impl Config {
         if !matches!(self.log.format.as_str(), "auto" | "json" | "pretty") {
             return bad("log.format must be auto, json or pretty");
         }
+        let t = &self.telemetry;
+        if !(0.0..=1.0).contains(&t.otlp_sample_ratio) {
+            return bad("telemetry.otlp_sample_ratio must be between 0 and 1");
+        }
+        if !t.otlp_endpoint.is_empty() {
+            if !(t.otlp_endpoint.starts_with("http://") || t.otlp_endpoint.starts_with("https://"))
+            {
+                return bad(
+                    "telemetry.otlp_endpoint must be an http:// or https:// URL (OTLP/HTTP)",
+                );
+            }
+            if !cfg!(feature = "otel") {
+                return bad("telemetry.otlp_endpoint is set but this binary was built without the `otel` feature (cargo build --features otel)");
+            }
+        }
+        if !t.sentry_dsn.expose().is_empty() && !cfg!(feature = "sentry") {
+            return bad("telemetry.sentry_dsn is set but this binary was built without the `sentry` feature (cargo build --features sentry)");
+        }
         Ok(())
     }
 }
@@ -727,7 +792,11 @@ mod tests {
             jail.set_env("CAIRN_INGEST__BATCH_SOURCES", "7");
             jail.set_env("CAIRN_DATA_DIR", "/tmp/from-env");
             jail.set_env("CAIRN_CRASH_AT", "ignored: not a config key");
+            // The log filter variable shares its name with the `[log]` table; alone it must
+            // neither replace the table nor fail the load.
+            jail.set_env("CAIRN_LOG", "error");
             let cfg = Config::load(None, &Overrides::default()).unwrap();
+            assert_eq!(cfg.log, LogConfig::default());
             assert_eq!(cfg.ingest.batch_sources, 7);
             assert_eq!(cfg.data_dir, PathBuf::from("/tmp/from-env"));
             jail.set_env("CAIRN_INGEST__BATCH_SOURCES", "0");
@@ -749,6 +818,51 @@ mod tests {
             Config::load(Some(&missing), &Overrides::default()),
             Err(ConfigError::Missing(_))
         ));
+    }
+
+    #[test]
+    fn telemetry_needs_its_features_and_keeps_the_dsn_secret() {
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("CAIRN_SENTRY_DSN", "https://secretkey@sentry.example/7");
+            match (
+                cfg!(feature = "sentry"),
+                Config::load(None, &Overrides::default()),
+            ) {
+                (true, Ok(cfg)) => {
+                    assert_eq!(
+                        cfg.telemetry.sentry_dsn.expose(),
+                        "https://secretkey@sentry.example/7"
+                    );
+                    let shown = format!("{cfg:?} {}", toml::to_string(&cfg).unwrap());
+                    assert!(!shown.contains("secretkey"), "{shown}");
+                }
+                (false, Err(e)) => {
+                    assert!(e.to_string().contains("`sentry` feature"), "{e}");
+                }
+                (built_with_sentry, r) => {
+                    panic!(
+                        "sentry feature {built_with_sentry}, load gave {:?}",
+                        r.map(|_| ())
+                    )
+                }
+            }
+            jail.clear_env();
+            jail.set_env("CAIRN_TELEMETRY__OTLP_ENDPOINT", "collector:4318");
+            let e = Config::load(None, &Overrides::default()).unwrap_err();
+            assert!(e.to_string().contains("http://"), "{e}");
+            jail.set_env(
+                "CAIRN_TELEMETRY__OTLP_ENDPOINT",
+                "http://collector:4318/v1/traces",
+            );
+            assert_eq!(
+                Config::load(None, &Overrides::default()).is_ok(),
+                cfg!(feature = "otel")
+            );
+            jail.set_env("CAIRN_TELEMETRY__OTLP_SAMPLE_RATIO", "1.5");
+            assert!(Config::load(None, &Overrides::default()).is_err());
+            Ok(())
+        });
     }
 
     #[test]

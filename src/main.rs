@@ -49,6 +49,23 @@ struct GenArgs {
     llm_base_url: Option<String>,
 }
 
+/// Credentials for `--server` (a server with `--auth api_key` or `jwt`).
+#[derive(Args, Default, Clone)]
+struct RemoteArgs {
+    /// API key (or JWT) sent as `Authorization: Bearer` to the `--server`.
+    #[arg(long, env = "CAIRN_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+}
+
+impl RemoteArgs {
+    fn authorize(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.api_key {
+            Some(k) => req.bearer_auth(k.trim()),
+            None => req,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum KeysCmd {
     /// Create a key; it is printed once and never stored.
@@ -101,6 +118,8 @@ enum Cmd {
         /// Ask a running server instead of opening the data dir.
         #[arg(long)]
         server: Option<String>,
+        #[command(flatten)]
+        remote: RemoteArgs,
         /// Chunks retrieved for the context.
         #[arg(long)]
         limit: Option<usize>,
@@ -123,6 +142,8 @@ enum Cmd {
         /// Upload to a running server instead of writing the data dir.
         #[arg(long)]
         server: Option<String>,
+        #[command(flatten)]
+        remote: RemoteArgs,
         #[arg(long)]
         json: bool,
     },
@@ -160,10 +181,11 @@ enum Cmd {
         json: bool,
     },
     /// Benchmarks: `ingest` times the pipeline against bare ONNX Runtime on the same batches;
-    /// `query` times what /query adds before the first token, against search latency.
+    /// `query` times what /query adds before the first token, against search latency; `embed`
+    /// is the bare query-embedding ceiling (one query at a time, in-process).
     Bench {
         /// What to measure.
-        #[arg(value_parser = ["ingest", "query"])]
+        #[arg(value_parser = ["ingest", "query", "embed"])]
         what: String,
         /// A BEIR-format folder whose corpus is ingested.
         #[arg(long)]
@@ -193,6 +215,10 @@ enum Cmd {
         mode: String,
         #[arg(long)]
         json: bool,
+        /// Also write the results to this JSON file (what `telemetry.quality_report` reads to
+        /// export the `cairn_search_quality` gauges).
+        #[arg(long)]
+        report: Option<PathBuf>,
     },
 }
 
@@ -220,7 +246,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(&config, matches!(cli.cmd, Cmd::Serve { .. }));
+    let _telemetry = match cairn::telemetry::init(&config, matches!(cli.cmd, Cmd::Serve { .. })) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -240,35 +272,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(config: &Config, serving: bool) {
-    use tracing_subscriber::EnvFilter;
-    let default = if serving {
-        config.log.level.clone()
-    } else {
-        "warn".to_string()
-    };
-    let filter = EnvFilter::try_from_env("CAIRN_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let json = match config.log.format.as_str() {
-        "json" => true,
-        "pretty" => false,
-        _ => !std::io::stderr().is_terminal(),
-    };
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        b.json()
-            .flatten_event(true)
-            // The whole span list, so a line logged deep inside (a search, the embedder, the
-            // generator) still carries the request's id and caller.
-            .with_current_span(false)
-            .with_span_list(true)
-            .init();
-    } else {
-        b.init();
-    }
-}
-
 async fn run(cli: Cli, config: Config) -> Result<ExitCode, Error> {
     match cli.cmd {
         Cmd::Serve { insecure, .. } => serve(config, insecure).await,
@@ -276,6 +279,7 @@ async fn run(cli: Cli, config: Config) -> Result<ExitCode, Error> {
         Cmd::Ask {
             question,
             server,
+            remote,
             limit,
             mode,
             max_tokens,
@@ -290,16 +294,17 @@ async fn run(cli: Cli, config: Config) -> Result<ExitCode, Error> {
             req.options.temperature = temperature;
             req.options.stream = !json;
             match server {
-                Some(url) => ask_remote(&url, req, json).await,
+                Some(url) => ask_remote(&url, &remote, req, json).await,
                 None => ask_local(config, req, json).await,
             }
         }
         Cmd::Ingest {
             paths,
             server,
+            remote,
             json,
         } => match server {
-            Some(url) => ingest_remote(&config, &paths, &url, json).await,
+            Some(url) => ingest_remote(&config, &paths, &url, &remote, json).await,
             None => ingest_local(config, &paths, json).await,
         },
         Cmd::Search {
@@ -424,6 +429,18 @@ async fn run(cli: Cli, config: Config) -> Result<ExitCode, Error> {
                 config.data_dir = t.clone();
                 Some(ScratchDir(t))
             };
+            if what == "embed" {
+                let r = cairn::bench::embed(config, &dataset).await?;
+                if json {
+                    println!("{}", serde_json::to_string(&r)?);
+                } else {
+                    println!(
+                        "{} queries embedded one by one in {:.1} s: {:.1} queries/s, p50 {:.2} ms",
+                        r.queries, r.seconds, r.queries_per_s, r.ms_p50
+                    );
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             if what == "query" {
                 let r = cairn::bench::query(config, &dataset, limit, questions, max_tokens).await?;
                 if json {
@@ -457,6 +474,7 @@ async fn run(cli: Cli, config: Config) -> Result<ExitCode, Error> {
             split,
             mode,
             json,
+            report,
         } => {
             eval(
                 config,
@@ -465,6 +483,7 @@ async fn run(cli: Cli, config: Config) -> Result<ExitCode, Error> {
                 &split,
                 &mode,
                 json,
+                report.as_deref(),
             )
             .await
         }
@@ -686,11 +705,16 @@ async fn ask_local(config: Config, req: QueryRequest, json: bool) -> Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
-async fn ask_remote(url: &str, req: QueryRequest, json: bool) -> Result<ExitCode, Error> {
+async fn ask_remote(
+    url: &str,
+    remote: &RemoteArgs,
+    req: QueryRequest,
+    json: bool,
+) -> Result<ExitCode, Error> {
     use futures::StreamExt;
     let url = format!("{}/query", url.trim_end_matches('/'));
-    let resp = reqwest::Client::new()
-        .post(&url)
+    let resp = remote
+        .authorize(reqwest::Client::new().post(&url))
         .json(&req)
         .send()
         .await
@@ -982,6 +1006,7 @@ async fn ingest_remote(
     config: &Config,
     paths: &[PathBuf],
     url: &str,
+    remote: &RemoteArgs,
     json: bool,
 ) -> Result<ExitCode, Error> {
     let (files, skipped, missing) = collect_files(paths);
@@ -1012,8 +1037,8 @@ async fn ingest_remote(
             n += 1;
             i += 1;
         }
-        let resp = client
-            .post(&endpoint)
+        let resp = remote
+            .authorize(client.post(&endpoint))
             .multipart(form)
             .send()
             .await
@@ -1138,6 +1163,7 @@ async fn eval(
     split: &str,
     mode: &str,
     json: bool,
+    report: Option<&Path>,
 ) -> Result<ExitCode, Error> {
     let modes: Vec<Mode> = if mode == "all" {
         vec![Mode::Hybrid, Mode::Keyword, Mode::Vector]
@@ -1145,6 +1171,9 @@ async fn eval(
         vec![mode.parse::<Mode>().map_err(Error::InvalidInput)?]
     };
     let mut config = config;
+    // Each mode runs the same queries: cached query vectors would hide the embedding time in
+    // the latency figures of the later modes.
+    config.search.query_cache_size = 0;
     let _scratch = if reuse {
         None
     } else {
@@ -1186,8 +1215,10 @@ async fn eval(
     } else {
         eprintln!("eval: corpus already ingested (unchanged)");
     }
+    let mut results = Vec::new();
     for m in modes {
         let r = cairn::eval::run(&cairn, dataset, split, m).await?;
+        results.push(r.clone());
         if json {
             println!("{}", serde_json::to_string(&r)?);
         } else {
@@ -1203,6 +1234,23 @@ async fn eval(
                 r.latency_ms.p95
             );
         }
+    }
+    if let Some(path) = report {
+        let finished_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let name = dataset
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| dataset.display().to_string());
+        cairn::telemetry::QualityReport {
+            dataset: name,
+            split: split.to_string(),
+            finished_at,
+            results,
+        }
+        .write(path)?;
     }
     Ok(ExitCode::SUCCESS)
 }

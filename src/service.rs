@@ -216,6 +216,8 @@ pub struct Cairn {
     pub started_at: i64,
     embed_permits: Semaphore,
     batches_written: std::sync::atomic::AtomicUsize,
+    /// Recent query embeddings (`search.query_cache_size`); `None` when off.
+    query_cache: Option<quick_cache::sync::Cache<String, Arc<Vec<f32>>>>,
 }
 
 fn sha_hex(parts: &[&[u8]]) -> String {
@@ -278,7 +280,6 @@ impl Cairn {
             &config.data_dir,
         )?);
         Ok(Self {
-            config,
             store,
             embedder,
             generator: None,
@@ -287,6 +288,9 @@ impl Cairn {
             started_at: chrono::Utc::now().timestamp(),
             embed_permits: permits,
             batches_written: Default::default(),
+            query_cache: (config.search.query_cache_size > 0)
+                .then(|| quick_cache::sync::Cache::new(config.search.query_cache_size)),
+            config,
         })
     }
 
@@ -340,6 +344,23 @@ impl Cairn {
             Ok(Err(_)) => Err(Error::internal("embedder closed")),
             Err(_) => Err(Error::Busy { retry_after_s: 5 }),
         }
+    }
+
+    /// The embedding of a search query, from the query cache when it was seen recently.
+    async fn embed_query(&self, query: &str) -> Result<Arc<Vec<f32>>> {
+        let Some(cache) = &self.query_cache else {
+            let v = self.embed(vec![query.to_string()]).await?;
+            return Ok(Arc::new(v.into_iter().next().unwrap_or_default()));
+        };
+        if let Some(v) = cache.get(query) {
+            metrics::counter!("cairn_query_cache_total", "result" => "hit").increment(1);
+            return Ok(v);
+        }
+        metrics::counter!("cairn_query_cache_total", "result" => "miss").increment(1);
+        let v = self.embed(vec![query.to_string()]).await?;
+        let v = Arc::new(v.into_iter().next().unwrap_or_default());
+        cache.insert(query.to_string(), v.clone());
+        Ok(v)
     }
 
     /// Embeds texts on a blocking thread under an embedding permit.
@@ -737,21 +758,22 @@ impl Cairn {
                     Ok((Vec::new(), gen))
                 };
                 r.map(|(hits, gen)| (hits, gen, ms_since(t)))
-            };
+            }
+            .instrument(tracing::info_span!("keyword"));
             let vector = async {
                 if run_vec {
                     let t = Instant::now();
                     let v = self
-                        .embed(vec![query.clone()])
-                        .await?
-                        .pop()
-                        .unwrap_or_default();
+                        .embed_query(&query)
+                        .instrument(tracing::info_span!("embed"))
+                        .await?;
                     let embed_ms = ms_since(t);
                     let t = Instant::now();
                     let hits = self
                         .store
                         .vectors
                         .search(&v, k, req.filters.to_sql())
+                        .instrument(tracing::info_span!("vector"))
                         .await?;
                     Ok::<_, Error>((hits, embed_ms, ms_since(t)))
                 } else {
@@ -762,6 +784,7 @@ impl Cairn {
             let (kw_hits, snippets, keyword_ms) = keyword?;
             let (vec_hits, embed_ms, vector_ms) = vector?;
             let fusion_started = Instant::now();
+            let fusion_span = tracing::info_span!("fusion").entered();
             let mut chunks: HashMap<String, ChunkRecord> = HashMap::new();
             let mut explain: HashMap<String, Explain> = HashMap::new();
             let kw_ids: Vec<String> = kw_hits.iter().map(|h| h.chunk.chunk_id.clone()).collect();
@@ -819,6 +842,7 @@ impl Cairn {
                     })
                 })
                 .collect();
+            drop(fusion_span);
             let timing = record_stages(SearchTiming {
                 embed_ms,
                 keyword_ms,
@@ -897,6 +921,34 @@ impl Cairn {
             return Err(Error::not_found(format!("source `{id}`")));
         }
         Ok(())
+    }
+
+    /// Sets the gauges read at scrape time: store sizes, process RSS and, when
+    /// `telemetry.quality_report` is set, the last evaluation's retrieval quality.
+    pub async fn refresh_gauges(&self) {
+        if let Ok(s) = self.stats().await {
+            metrics::gauge!("cairn_sources").set(s.sources as f64);
+            metrics::gauge!("cairn_chunks", "index" => "vector").set(s.chunks_vector as f64);
+            metrics::gauge!("cairn_chunks", "index" => "keyword").set(s.chunks_keyword as f64);
+            metrics::gauge!("cairn_store_bytes", "index" => "vector")
+                .set(s.index_bytes.vector as f64);
+            metrics::gauge!("cairn_store_bytes", "index" => "keyword")
+                .set(s.index_bytes.keyword as f64);
+        }
+        metrics::gauge!("cairn_process_resident_memory_bytes")
+            .set(crate::telemetry::process_rss_bytes() as f64);
+        if let Some(path) = &self.config.telemetry.quality_report {
+            match crate::telemetry::QualityReport::read(path) {
+                Ok(r) => r.record(),
+                // Not written yet: no gauge until the first `cairn eval --report`.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    path = %path.display(),
+                    "cannot read telemetry.quality_report"
+                ),
+            }
+        }
     }
 
     pub async fn stats(&self) -> Result<Stats> {

@@ -200,17 +200,30 @@ async fn observe(req: Request, next: Next) -> Response {
         .unwrap_or_else(|| "unmatched".to_string());
     let span = tracing::info_span!(
         "request",
+        otel.name = %format!("{method} {route}"),
+        otel.kind = "server",
         request_id = %request_id,
         method = %method,
         path = %path,
-        key = tracing::field::Empty
+        key = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
     );
+    {
+        let h = req.headers();
+        let header = |name: &str| h.get(name).and_then(|v| v.to_str().ok());
+        crate::telemetry::set_remote_parent(&span, header("traceparent"), header("tracestate"));
+    }
     metrics::gauge!("cairn_http_requests_in_flight").increment(1.0);
     let mut resp = next.run(req).instrument(span.clone()).await;
     metrics::gauge!("cairn_http_requests_in_flight").decrement(1.0);
     let secs = started.elapsed().as_secs_f64();
     let ms = secs * 1e3;
     let status = resp.status().as_u16();
+    span.record("http.response.status_code", status);
+    if status >= 500 {
+        span.record("otel.status_code", "ERROR");
+    }
     let labels = [
         ("method", method.to_string()),
         ("route", route),
@@ -505,16 +518,7 @@ async fn metrics_text(State(st): State<AppState>) -> Response {
         )
         .into_response();
     };
-    if let Ok(s) = st.cairn.stats().await {
-        metrics::gauge!("cairn_sources").set(s.sources as f64);
-        metrics::gauge!("cairn_chunks", "index" => "vector").set(s.chunks_vector as f64);
-        metrics::gauge!("cairn_chunks", "index" => "keyword").set(s.chunks_keyword as f64);
-        metrics::gauge!("cairn_store_bytes", "index" => "vector").set(s.index_bytes.vector as f64);
-        metrics::gauge!("cairn_store_bytes", "index" => "keyword")
-            .set(s.index_bytes.keyword as f64);
-    }
-    metrics::gauge!("cairn_process_resident_memory_bytes")
-        .set(crate::telemetry::process_rss_bytes() as f64);
+    st.cairn.refresh_gauges().await;
     (
         [(
             header::CONTENT_TYPE,

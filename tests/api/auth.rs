@@ -7,6 +7,7 @@ use cairn::auth::Scope;
 use cairn::config::{AuthMode, TierLimits};
 use serde_json::{json, Value};
 
+use crate::cli::run_json;
 use crate::helpers::{assert_error, spawn_app_with, start, TestApp};
 use crate::upstream::{cairn_over, upstream, Step};
 
@@ -482,4 +483,63 @@ async fn liveness_and_readiness_report_each_component() {
     let (s, ready) = app.get("/health/ready").await;
     assert_eq!(s, 200, "{ready}");
     assert_eq!(ready["components"]["generator"]["status"], "ok");
+}
+
+// Multi-threaded: the server keeps serving while the test blocks on the CLI process.
+#[tokio::test(flavor = "multi_thread")]
+async fn cli_clients_send_their_key_to_a_server_with_auth() {
+    let app = spawn_app_with(|c| c.auth.mode = AuthMode::ApiKey).await;
+    let key = app
+        .cairn
+        .clone()
+        .unwrap()
+        .create_key(
+            "laptop",
+            "standard",
+            vec![Scope::Ingest, Scope::Query],
+            None,
+        )
+        .unwrap()
+        .key;
+    let tmp = tempfile::tempdir().unwrap();
+    let doc = tmp.path().join("remote-auth.txt");
+    std::fs::write(&doc, "The obsidian lighthouse guides ships past the reef.").unwrap();
+    let cli = || {
+        let mut c = crate::crash::cairn_cmd(&tmp.path().join("unused"));
+        c.env_remove("CAIRN_API_KEY");
+        c
+    };
+    // No key: the server's 401 is the error.
+    let out = cli()
+        .args(["ingest", "--json", "--server", &app.addr])
+        .arg(&doc)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("401"), "{err}");
+    // --api-key on the command line.
+    let (code, v) = run_json(
+        cli()
+            .args(["ingest", "--json", "--server", &app.addr, "--api-key", &key])
+            .arg(&doc),
+    );
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["created"], 1, "{v}");
+    // CAIRN_API_KEY in the environment, for `ask`.
+    let (code, v) = run_json(cli().env("CAIRN_API_KEY", &key).args([
+        "ask",
+        "what guides ships past the reef?",
+        "--json",
+        "--server",
+        &app.addr,
+    ]));
+    assert_eq!(code, 0, "{v}");
+    assert!(
+        v["citations"][0]["snippet"]
+            .as_str()
+            .unwrap()
+            .contains("lighthouse"),
+        "{v}"
+    );
 }

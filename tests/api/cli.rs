@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::crash::cairn_cmd;
 use crate::helpers::test_config;
 
-fn run_json(cmd: &mut std::process::Command) -> (i32, Value) {
+pub fn run_json(cmd: &mut std::process::Command) -> (i32, Value) {
     let out = cmd.output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let v = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
@@ -199,9 +199,12 @@ async fn eval_reports_metrics_on_a_beir_folder() {
     )
     .unwrap();
     let data = tmp.path().join("data");
+    let report = tmp.path().join("quality.json");
     let out = cairn_cmd(&data)
         .args(["eval", "--json", "--mode", "all", "--dataset"])
         .arg(&ds)
+        .arg("--report")
+        .arg(&report)
         .output()
         .unwrap();
     assert!(
@@ -225,6 +228,24 @@ async fn eval_reports_metrics_on_a_beir_folder() {
         );
     }
     assert_eq!(rows[0]["mode"], "hybrid");
+    // The report holds the same rows, and a server configured with it exports them.
+    let saved: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(saved["results"], Value::Array(rows.clone()));
+    assert_eq!(saved["dataset"], "ds");
+    let app = crate::helpers::spawn_app_with(|c| {
+        c.telemetry.quality_report = Some(report.clone());
+    })
+    .await;
+    let text = crate::metrics::scrape(&app).await;
+    let series: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("cairn_search_quality{") && l.contains("dataset=\"ds\""))
+        .collect();
+    assert_eq!(series.len(), 3 * 4, "3 modes x 4 metrics: {text}");
+    assert!(series.iter().all(|l| l.ends_with(" 1")), "{series:?}");
+    assert!(series
+        .iter()
+        .any(|l| l.contains("mode=\"vector\"") && l.contains("metric=\"ndcg_at_10\"")));
     // Reusing a data dir: the second run ingests nothing.
     let out = cairn_cmd(&data)
         .args(["eval", "--json", "--dataset"])

@@ -12,4 +12,5 @@ mod metrics;
 mod openai;
 mod search;
 mod sources;
+mod telemetry;
 mod upstream;

@@ -4,7 +4,7 @@ use serde_json::json;
 
 use crate::helpers::*;
 
-async fn scrape(app: &TestApp) -> String {
+pub async fn scrape(app: &TestApp) -> String {
     let r = app
         .client
         .get(format!("{}/metrics", app.addr))
@@ -84,7 +84,11 @@ async fn metrics_are_valid_prometheus_text_and_move() {
     let before = scrape(&app).await;
     assert_valid_exposition(&before);
     let n0 = value(&before, search_count);
-    for _ in 0..3 {
+    for q in ["quokka", "quokka count", "visible quokka"] {
+        app.search(json!({"query": q})).await;
+    }
+    let cached = scrape(&app).await;
+    for _ in 0..2 {
         app.search(json!({"query": "quokka"})).await;
     }
     let after = scrape(&app).await;
@@ -96,6 +100,11 @@ async fn metrics_are_valid_prometheus_text_and_move() {
         "fine buckets: {after}"
     );
     assert!(value(&after, "cairn_embed_texts_total") >= 4.0);
+    // Three new queries were embedded; the repeated one came from the query cache.
+    let hits = r#"cairn_query_cache_total{result="hit"}"#;
+    let misses = r#"cairn_query_cache_total{result="miss"}"#;
+    assert!(value(&cached, misses) >= value(&before, misses) + 3.0);
+    assert!(value(&after, hits) >= value(&cached, hits) + 2.0, "{after}");
     assert!(value(&after, "cairn_process_resident_memory_bytes") > 1e6);
     assert!(after.contains("cairn_sources "), "{after}");
     // Ids never become labels: the route template is used.
