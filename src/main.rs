@@ -421,14 +421,6 @@ async fn run(cli: Cli, config: Config) -> Result<ExitCode, Error> {
             json,
             gen: _,
         } => {
-            let mut config = config;
-            let _scratch = if cli.data_dir.is_some() {
-                None
-            } else {
-                let t = tempfile_dir()?;
-                config.data_dir = t.clone();
-                Some(ScratchDir(t))
-            };
             if what == "embed" {
                 let r = cairn::bench::embed(config, &dataset).await?;
                 if json {
@@ -441,6 +433,14 @@ async fn run(cli: Cli, config: Config) -> Result<ExitCode, Error> {
                 }
                 return Ok(ExitCode::SUCCESS);
             }
+            let mut config = config;
+            let _scratch = if cli.data_dir.is_some() {
+                None
+            } else {
+                let t = tempfile_dir()?;
+                config.data_dir = t.clone();
+                Some(ScratchDir(t))
+            };
             if what == "query" {
                 let r = cairn::bench::query(config, &dataset, limit, questions, max_tokens).await?;
                 if json {

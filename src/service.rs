@@ -348,18 +348,17 @@ impl Cairn {
 
     /// The embedding of a search query, from the query cache when it was seen recently.
     async fn embed_query(&self, query: &str) -> Result<Arc<Vec<f32>>> {
-        let Some(cache) = &self.query_cache else {
-            let v = self.embed(vec![query.to_string()]).await?;
-            return Ok(Arc::new(v.into_iter().next().unwrap_or_default()));
-        };
-        if let Some(v) = cache.get(query) {
+        let cache = self.query_cache.as_ref();
+        if let Some(v) = cache.and_then(|c| c.get(query)) {
             metrics::counter!("cairn_query_cache_total", "result" => "hit").increment(1);
             return Ok(v);
         }
-        metrics::counter!("cairn_query_cache_total", "result" => "miss").increment(1);
         let v = self.embed(vec![query.to_string()]).await?;
         let v = Arc::new(v.into_iter().next().unwrap_or_default());
-        cache.insert(query.to_string(), v.clone());
+        if let Some(c) = cache {
+            metrics::counter!("cairn_query_cache_total", "result" => "miss").increment(1);
+            c.insert(query.to_string(), v.clone());
+        }
         Ok(v)
     }
 
