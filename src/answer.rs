@@ -36,7 +36,7 @@ pub struct QueryRequest {
 }
 
 /// The generation settings of a `/query`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AnswerOptions {
     /// Stream server-sent events instead of one JSON response.
@@ -75,6 +75,45 @@ impl<'de> Deserialize<'de> for QueryRequest {
     }
 }
 
+/// The wire schema is the union of [`SearchRequest`]'s and [`AnswerOptions`]' properties in one
+/// object with no other field allowed (a derived `allOf` of two closed objects would admit
+/// neither half's fields in the other).
+impl utoipa::PartialSchema for QueryRequest {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Schema};
+        use utoipa::openapi::RefOr;
+        let mut out = ObjectBuilder::new()
+            .description(Some(
+                "A question: every `/search` field (the `limit` is the number of context chunks) \
+                 plus the generation settings.",
+            ))
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+        for part in [SearchRequest::schema(), AnswerOptions::schema()] {
+            if let RefOr::T(Schema::Object(o)) = part {
+                for (name, prop) in o.properties {
+                    let required = o.required.contains(&name);
+                    out = out.property(name.clone(), prop);
+                    if required {
+                        out = out.required(name);
+                    }
+                }
+            }
+        }
+        RefOr::T(Schema::Object(out.build()))
+    }
+}
+
+impl utoipa::ToSchema for QueryRequest {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        <SearchRequest as utoipa::ToSchema>::schemas(schemas);
+    }
+}
+
 impl QueryRequest {
     /// A question with default settings.
     pub fn new(query: impl Into<String>) -> Self {
@@ -89,7 +128,7 @@ impl QueryRequest {
 }
 
 /// A numbered context chunk the answer may cite as `[n]`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Citation {
     pub n: usize,
     pub chunk_id: String,
@@ -104,14 +143,14 @@ pub struct Citation {
     pub used: bool,
 }
 
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct QueryUsage {
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
 }
 
 /// Wall times of one answer, in milliseconds.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct QueryTiming {
     /// Embedding the question (part of retrieval).
     pub embed_ms: f64,
@@ -127,14 +166,14 @@ pub struct QueryTiming {
 }
 
 /// The generator that answered.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct GeneratorInfo {
     pub backend: String,
     pub model: Option<String>,
 }
 
 /// The final summary of an answer (the `done` event, and the tail of the JSON response).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct AnswerDone {
     /// `stop`, `length`, `no_context` (nothing relevant retrieved: the model was not asked) or
     /// `retrieval_only` (no generator).
@@ -147,7 +186,7 @@ pub struct AnswerDone {
 }
 
 /// The non-streamed answer.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct QueryResponse {
     /// The answer text; `null` when retrieval-only.
     pub answer: Option<String>,

@@ -481,7 +481,8 @@ pub struct TierLimits {
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     pub mode: AuthMode,
-    /// Paths served without credentials or rate limits.
+    /// Paths served without credentials or rate limits; an entry ending in `/*` covers
+    /// everything below it.
     pub public_paths: Vec<String>,
     /// Tiers by name; keys and JWTs name one of them.
     pub tiers: std::collections::BTreeMap<String, TierLimits>,
@@ -500,7 +501,16 @@ impl Default for AuthConfig {
         };
         Self {
             mode: AuthMode::Disabled,
-            public_paths: vec!["/health".into(), "/health/ready".into(), "/metrics".into()],
+            public_paths: [
+                "/health",
+                "/health/ready",
+                "/metrics",
+                "/openapi.json",
+                "/docs",
+                "/docs/*",
+            ]
+            .map(String::from)
+            .to_vec(),
             tiers: [
                 ("free".to_string(), tier(100, 5)),
                 ("standard".to_string(), tier(1_000, 20)),

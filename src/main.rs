@@ -204,6 +204,8 @@ enum Cmd {
         #[command(flatten)]
         gen: GenArgs,
     },
+    /// Print the OpenAPI 3.1 document of the HTTP API (what a server serves at `/openapi.json`).
+    Openapi,
     /// Retrieval evaluation on a BEIR-format folder.
     Eval {
         #[arg(long)]
@@ -276,6 +278,13 @@ async fn run(cli: Cli, config: Config) -> Result<ExitCode, Error> {
     match cli.cmd {
         Cmd::Serve { insecure, .. } => serve(config, insecure).await,
         Cmd::Keys { cmd } => keys(&config, cmd),
+        Cmd::Openapi => {
+            println!(
+                "{}",
+                cairn::http::openapi::document(&cairn::http::openapi_spec())
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Ask {
             question,
             server,

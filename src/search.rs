@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::store::Filters;
 
 /// Which retrievers run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     #[default]
@@ -43,7 +43,7 @@ impl Mode {
 }
 
 /// Per-request fusion weights; unset ones take the configured defaults.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Weights {
     pub keyword: Option<f32>,
@@ -51,11 +51,15 @@ pub struct Weights {
 }
 
 /// A search as the core sees it (the HTTP and CLI layers build it).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SearchRequest {
+    /// The question or keywords; must not be blank.
+    #[schema(min_length = 1)]
     pub query: String,
+    /// Results to return, 1 to 100 (default `search.default_limit`).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 100)]
     pub limit: Option<usize>,
     #[serde(default)]
     pub mode: Mode,
@@ -67,6 +71,7 @@ pub struct SearchRequest {
     pub explain: bool,
     /// Named retrieval preset (`balanced` now; `building`/`auditing` come with the graph work).
     #[serde(default)]
+    #[schema(example = "balanced")]
     pub context_type: Option<String>,
     /// Graph expansion (needs the concept graph).
     #[serde(default)]
@@ -77,7 +82,7 @@ pub struct SearchRequest {
 }
 
 /// How a hit scored in each retriever.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Explain {
     pub bm25: Option<f32>,
     pub bm25_rank: Option<usize>,
@@ -86,7 +91,7 @@ pub struct Explain {
     pub fused: f32,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SearchHit {
     pub chunk_id: String,
     pub source_id: String,
@@ -106,7 +111,7 @@ pub struct SearchHit {
     pub scores: Option<Explain>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SearchResponse {
     pub results: Vec<SearchHit>,
     pub mode: Mode,
@@ -116,7 +121,7 @@ pub struct SearchResponse {
 
 /// Per-stage wall times of one search, in milliseconds. Keyword retrieval runs concurrently
 /// with embedding + vector retrieval, so the stages overlap and do not add up to `took_ms`.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct SearchTiming {
     /// Embedding the query (0 in keyword mode).
     pub embed_ms: f64,

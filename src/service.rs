@@ -31,7 +31,7 @@ pub struct IngestFile {
     pub metadata: serde_json::Map<String, serde_json::Value>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum IngestStatus {
     Created,
@@ -52,7 +52,7 @@ impl IngestStatus {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub code: String,
     pub message: String,
@@ -73,7 +73,7 @@ impl From<&Error> for ErrorBody {
 }
 
 /// The outcome for one source (or one file that failed before yielding sources).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct IngestReport {
     /// The file (or `file#Lline` for a JSONL record) this came from.
     pub file: String,
@@ -104,7 +104,7 @@ impl IngestReport {
 }
 
 /// A source with its stats, as returned by the sources API.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SourceInfo {
     pub id: String,
     pub external_id: String,
@@ -113,7 +113,9 @@ pub struct SourceInfo {
     pub content_hash: String,
     pub chunk_count: u32,
     pub size_bytes: u64,
+    #[schema(value_type = Object)]
     pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// RFC 3339, UTC.
     pub created_at: String,
     pub updated_at: String,
 }
@@ -140,14 +142,14 @@ impl From<SourceRecord> for SourceInfo {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SourcePage {
     pub sources: Vec<SourceInfo>,
     /// Pass as `cursor` to get the next page; absent on the last page.
     pub next_cursor: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Stats {
     pub sources: usize,
     /// Chunks in the LanceDB table (equal to `chunks_vector`).
@@ -162,7 +164,7 @@ pub struct Stats {
     pub generator: GeneratorStats,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct GeneratorStats {
     /// `none`, `llama` or `openai`.
     pub backend: &'static str,
@@ -172,13 +174,13 @@ pub struct GeneratorStats {
     pub counters: crate::generate::GenStats,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct IndexBytes {
     pub vector: u64,
     pub keyword: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AnnInfo {
     /// `exact` below the threshold, else the index kind (e.g. `IVF_PQ`).
     pub state: String,
@@ -187,13 +189,13 @@ pub struct AnnInfo {
     pub unindexed_rows: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Health {
     pub ok: bool,
     pub components: HashMap<&'static str, ComponentHealth>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ComponentHealth {
     pub status: &'static str,
     pub latency_ms: f64,

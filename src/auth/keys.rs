@@ -28,7 +28,7 @@ struct StoredKey {
 }
 
 /// A key as clients and operators see it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct KeyInfo {
     pub id: String,
     pub name: String,
@@ -41,7 +41,7 @@ pub struct KeyInfo {
 }
 
 /// A new key: shown once.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct NewKey {
     #[serde(flatten)]
     pub info: KeyInfo,

@@ -70,7 +70,7 @@ pub struct GenUsage {
 pub type Generation = mpsc::Receiver<Result<GenEvent>>;
 
 /// Counters of one generator since start.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize, utoipa::ToSchema)]
 pub struct GenStats {
     /// Generations running now.
     pub active: usize,

@@ -7,15 +7,20 @@ use axum::Json;
 use serde::Deserialize;
 
 use super::error::ApiError;
+use super::openapi::{BadBody, Guarded};
 use super::{ApiJson, AppState};
 use crate::auth::Scope;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
+    /// A label for people (logs show it, never the key).
+    #[schema(min_length = 1)]
     name: String,
+    /// A configured tier (`auth.tiers`); default `standard`.
     #[serde(default = "default_tier")]
     tier: String,
+    /// Default `["search", "query"]`.
     #[serde(default = "default_scopes")]
     scopes: Vec<Scope>,
     /// Unix seconds.
@@ -31,6 +36,14 @@ fn default_scopes() -> Vec<Scope> {
     vec![Scope::Search, Scope::Query]
 }
 
+/// `POST /admin/keys`: the key is in this response and nowhere else, ever.
+#[utoipa::path(post, path = "/admin/keys", tag = "admin", request_body = CreateKey,
+    responses(
+        (status = 201, description = "The new key (`key` is shown once)", body = crate::auth::keys::NewKey),
+        BadBody,
+        Guarded,
+    ),
+    security(("bearer" = []), ("api_key" = [])))]
 pub async fn create_key(
     State(st): State<AppState>,
     ApiJson(req): ApiJson<CreateKey>,
@@ -41,11 +54,24 @@ pub async fn create_key(
     Ok((StatusCode::CREATED, Json(k)).into_response())
 }
 
+/// `GET /admin/keys`: every key's metadata (never the key).
+#[utoipa::path(get, path = "/admin/keys", tag = "admin",
+    responses((status = 200, description = "The keys", body = super::openapi::KeyList), Guarded),
+    security(("bearer" = []), ("api_key" = [])))]
 pub async fn list_keys(State(st): State<AppState>) -> Result<Response, ApiError> {
     let keys = st.cairn.list_keys()?;
     Ok(Json(serde_json::json!({ "keys": keys })).into_response())
 }
 
+/// `DELETE /admin/keys/{id}`.
+#[utoipa::path(delete, path = "/admin/keys/{id}", tag = "admin",
+    params(("id" = String, Path, description = "The key's id (not the key)")),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 404, description = "No such key (`not_found`)", body = super::openapi::ErrorResponse),
+        Guarded,
+    ),
+    security(("bearer" = []), ("api_key" = [])))]
 pub async fn revoke_key(
     State(st): State<AppState>,
     Path(id): Path<String>,

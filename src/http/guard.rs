@@ -1,7 +1,7 @@
 //! Request guards, outermost first after `observe`: global back-pressure (`max_in_flight` →
 //! 503), authentication and scopes (401/403), per-tier rate and concurrency limits (429 with
 //! `RateLimit-*` headers on every response), and per-endpoint deadlines (504). Public paths
-//! (`auth.public_paths`: health and metrics by default) skip all of it.
+//! (`auth.public_paths`: health, metrics and the API docs by default) skip all of it.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -42,7 +42,17 @@ pub fn scope_of(method: &Method, route: &str) -> Scope {
 
 fn is_public(st: &AppState, req: &Request) -> bool {
     let path = req.uri().path();
-    st.cairn.config.auth.public_paths.iter().any(|p| p == path)
+    st.cairn
+        .config
+        .auth
+        .public_paths
+        .iter()
+        .any(|p| match p.strip_suffix("/*") {
+            Some(prefix) => path
+                .strip_prefix(prefix)
+                .is_some_and(|rest| rest.starts_with('/')),
+            None => p == path,
+        })
 }
 
 /// The presented credential: `Authorization: Bearer X`, else `X-API-Key: X`.

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod error;
 pub mod guard;
 pub mod openai;
+pub mod openapi;
 pub mod query;
 
 use std::net::SocketAddr;
@@ -18,7 +19,6 @@ use axum::extract::{
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
@@ -29,6 +29,10 @@ use crate::extract::{Block, ExtractedDoc, FileType};
 use crate::search::SearchRequest;
 use crate::service::{Cairn, IngestFile, IngestReport, IngestStatus};
 use error::{too_large, ApiError, InternalCause};
+use openapi::{BadBody, Guarded};
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Shared state of every handler.
 #[derive(Clone)]
@@ -55,42 +59,14 @@ pub fn router(cairn: Arc<Cairn>) -> Router {
         )),
         cairn,
     };
-    let router = Router::new()
-        .route(
-            "/sources",
-            post(create_sources)
-                .get(list_sources)
-                .layer(DefaultBodyLimit::max(upload_limit)),
-        )
-        .route("/sources/{id}", get(get_source).delete(delete_source))
-        .route(
-            "/search",
-            post(search).layer(DefaultBodyLimit::max(json_limit)),
-        )
-        .route(
-            "/query",
-            post(query::query).layer(DefaultBodyLimit::max(json_limit)),
-        )
-        .route(
-            "/v1/chat/completions",
-            post(openai::chat_completions).layer(DefaultBodyLimit::max(json_limit)),
-        )
-        .route("/stats", get(stats))
-        .route("/health", get(live))
-        .route("/health/ready", get(ready))
-        .route(
-            "/admin/keys",
-            post(admin::create_key)
-                .get(admin::list_keys)
-                .layer(DefaultBodyLimit::max(json_limit)),
-        )
-        .route("/admin/keys/{id}", axum::routing::delete(admin::revoke_key))
-        .route("/metrics", get(metrics_text))
-        .route(
-            "/v1/embeddings",
-            post(openai::embeddings).layer(DefaultBodyLimit::max(json_limit)),
-        )
-        .route("/v1/models", get(openai::models))
+    let (router, _) = api_router(upload_limit, json_limit).split_for_parts();
+    let docs = swagger_ui_dist::generate_routes(swagger_ui_dist::ApiDefinition {
+        uri_prefix: "/docs",
+        api_definition: swagger_ui_dist::OpenApiSource::Uri("/openapi.json"),
+        title: Some("Cairn API"),
+    });
+    let router = router
+        .merge(docs.with_state::<AppState>(()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
@@ -110,6 +86,47 @@ pub fn router(cairn: Arc<Cairn>) -> Router {
         None => router,
     };
     router.layer(middleware::from_fn(observe)).with_state(state)
+}
+
+/// Every API route, each with its OpenAPI operation (the `routes!` macro takes both from the
+/// handler's `#[utoipa::path]`), grouped by body limit. The `/docs` UI is added by [`router`],
+/// the only other place a route may be added (a test holds this).
+pub fn api_router(upload_limit: usize, json_limit: usize) -> OpenApiRouter<AppState> {
+    let uploads = OpenApiRouter::new()
+        .routes(routes!(create_sources, list_sources))
+        .layer(DefaultBodyLimit::max(upload_limit));
+    let json_bodies = OpenApiRouter::new()
+        .routes(routes!(search))
+        .routes(routes!(query::query))
+        .routes(routes!(openai::chat_completions))
+        .routes(routes!(openai::embeddings))
+        .routes(routes!(admin::create_key, admin::list_keys))
+        .layer(DefaultBodyLimit::max(json_limit));
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .merge(uploads)
+        .merge(json_bodies)
+        .routes(routes!(get_source, delete_source))
+        .routes(routes!(admin::revoke_key))
+        .routes(routes!(stats))
+        .routes(routes!(live))
+        .routes(routes!(ready))
+        .routes(routes!(metrics_text))
+        .routes(routes!(openai::models))
+        .routes(routes!(openapi_json))
+}
+
+/// The OpenAPI document of [`api_router`] (what `/openapi.json` serves).
+pub fn openapi_spec() -> utoipa::openapi::OpenApi {
+    api_router(0, 0).split_for_parts().1
+}
+
+/// `GET /openapi.json`: this document, generated once.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json", body = Object)))]
+async fn openapi_json() -> Response {
+    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let doc = DOC.get_or_init(|| openapi::document(&openapi_spec()));
+    ([(header::CONTENT_TYPE, "application/json")], doc.as_str()).into_response()
 }
 
 /// CORS from `server.cors_origins`: off when empty, any origin for `["*"]`.
@@ -278,6 +295,22 @@ struct TextSource {
 
 /// `POST /sources`: multipart files (plus an optional `metadata` JSON field applied to all), or a
 /// JSON `{id?, title?, text, metadata?}`.
+#[utoipa::path(post, path = "/sources", tag = "sources",
+    description = "Add or update documents: multipart files (txt, md, html, pdf, docx, jsonl) with an optional `metadata` JSON field applied to all, or one JSON text document. Re-sending unchanged content changes nothing (200); a changed document replaces its old chunks.",
+    request_body(content(
+        (openapi::UploadForm = "multipart/form-data"),
+        (openapi::TextSourceSchema = "application/json"),
+    )),
+    responses(
+        (status = 201, description = "Something was created or updated", body = openapi::IngestResponse),
+        (status = 200, description = "Everything was unchanged", body = openapi::IngestResponse),
+        (status = 415, description = "Unsupported content type, or every file was of an unsupported type (`unsupported_media_type`)", body = openapi::IngestFailure),
+        (status = 422, description = "Invalid body, or every file failed (`invalid_request`, `unreadable`, ...)", body = openapi::IngestFailure),
+        (status = 400, description = "Malformed JSON or multipart body", body = openapi::ErrorResponse),
+        (status = 413, description = "The body exceeds `server.max_upload_bytes` / `server.max_json_bytes`", body = openapi::ErrorResponse),
+        Guarded,
+    ),
+    security(("bearer" = []), ("api_key" = [])))]
 async fn create_sources(State(st): State<AppState>, req: Request) -> Result<Response, ApiError> {
     let ctype = req
         .headers()
@@ -438,13 +471,25 @@ fn ingest_response(reports: Vec<IngestReport>) -> Response {
     (status, Json(json!({"status": overall, "sources": reports}))).into_response()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListParams {
+    /// Sources per page, 1 to 1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
+    /// The `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
+/// `GET /sources`: a page of sources, ordered by id.
+#[utoipa::path(get, path = "/sources", tag = "sources", params(ListParams),
+    responses(
+        (status = 200, description = "A page of sources", body = crate::service::SourcePage),
+        (status = 422, description = "Bad parameter (`invalid_request`)", body = openapi::ErrorResponse),
+        Guarded,
+    ),
+    security(("bearer" = []), ("api_key" = [])))]
 async fn list_sources(
     State(st): State<AppState>,
     q: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
@@ -457,6 +502,15 @@ async fn list_sources(
     Ok(Json(page).into_response())
 }
 
+/// `GET /sources/{id}`.
+#[utoipa::path(get, path = "/sources/{id}", tag = "sources",
+    params(("id" = String, Path, description = "The source id (`source_id` in ingest reports and search hits)")),
+    responses(
+        (status = 200, description = "The source", body = crate::service::SourceInfo),
+        (status = 404, description = "No such source (`not_found`)", body = openapi::ErrorResponse),
+        Guarded,
+    ),
+    security(("bearer" = []), ("api_key" = [])))]
 async fn get_source(
     State(st): State<AppState>,
     Path(id): Path<String>,
@@ -464,6 +518,15 @@ async fn get_source(
     Ok(Json(st.cairn.get_source(&id).await?).into_response())
 }
 
+/// `DELETE /sources/{id}`: the source, its chunks, vectors and keyword entries.
+#[utoipa::path(delete, path = "/sources/{id}", tag = "sources",
+    params(("id" = String, Path, description = "The source id (`source_id` in ingest reports and search hits)")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such source (`not_found`)", body = openapi::ErrorResponse),
+        Guarded,
+    ),
+    security(("bearer" = []), ("api_key" = [])))]
 async fn delete_source(
     State(st): State<AppState>,
     Path(id): Path<String>,
@@ -472,6 +535,16 @@ async fn delete_source(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `POST /search`.
+#[utoipa::path(post, path = "/search", tag = "search",
+    description = "Hybrid (BM25 + vectors, fused with weighted reciprocal rank fusion), keyword or vector search, with filters, per-request weights, per-stage timings and, with `explain`, each retriever's score and rank.",
+    request_body = SearchRequest,
+    responses(
+        (status = 200, description = "Ranked chunks with citations", body = crate::search::SearchResponse),
+        BadBody,
+        Guarded,
+    ),
+    security(("bearer" = []), ("api_key" = [])))]
 async fn search(
     State(st): State<AppState>,
     ApiJson(req): ApiJson<SearchRequest>,
@@ -484,11 +557,17 @@ async fn search(
     Ok(Json(st.cairn.search(req).await?).into_response())
 }
 
+/// `GET /stats`.
+#[utoipa::path(get, path = "/stats", tag = "operations",
+    responses((status = 200, description = "Counts, sizes, the model and the generator", body = crate::service::Stats), Guarded),
+    security(("bearer" = []), ("api_key" = [])))]
 async fn stats(State(st): State<AppState>) -> Result<Response, ApiError> {
     Ok(Json(st.cairn.stats().await?).into_response())
 }
 
 /// `GET /health`: liveness (the process answers).
+#[utoipa::path(get, path = "/health", tag = "operations",
+    responses((status = 200, description = "The process answers", body = openapi::Liveness)))]
 async fn live(State(st): State<AppState>) -> Response {
     Json(json!({
         "status": "ok",
@@ -498,6 +577,12 @@ async fn live(State(st): State<AppState>) -> Response {
 }
 
 /// `GET /health/ready`: readiness, each component checked and timed; 503 when one fails.
+#[utoipa::path(get, path = "/health/ready", tag = "operations",
+    description = "Readiness: the store is open, the keyword index readable, the embedder answers a probe within its deadline and the generator (if configured) is reachable; each component with its status and latency.",
+    responses(
+        (status = 200, description = "Ready", body = crate::service::Health),
+        (status = 503, description = "A component failed", body = crate::service::Health),
+    ))]
 async fn ready(State(st): State<AppState>) -> Response {
     let h = st.cairn.health().await;
     let status = if h.ok {
@@ -509,6 +594,11 @@ async fn ready(State(st): State<AppState>) -> Response {
 }
 
 /// `GET /metrics`: Prometheus text exposition. Store gauges are refreshed at scrape time.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses(
+        (status = 200, description = "Prometheus text exposition format 0.0.4", content_type = "text/plain", body = String),
+        (status = 503, description = "No metrics recorder in this process (`metrics_unavailable`)", body = openapi::ErrorResponse),
+    ))]
 async fn metrics_text(State(st): State<AppState>) -> Response {
     let Some(handle) = crate::telemetry::handle() else {
         return ApiError::new(

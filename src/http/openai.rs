@@ -94,12 +94,36 @@ struct EmbeddingsRequest {
 /// The longest list of inputs one request may carry (OpenAI's limit).
 const MAX_INPUTS: usize = 2048;
 
+/// An unreadable body as an error: 413 when over `server.max_json_bytes`, else OpenAI's shape.
+fn body_rejection(r: axum::extract::rejection::BytesRejection) -> Response {
+    if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        super::error::too_large().into_response()
+    } else {
+        OpenAiError::invalid("messages", r.body_text()).into_response()
+    }
+}
+
 /// `POST /v1/embeddings`.
+#[utoipa::path(post, path = "/v1/embeddings", tag = "openai",
+    request_body = super::openapi::EmbeddingsRequestSchema,
+    responses(
+        (status = 200, description = "OpenAI's embedding list", body = super::openapi::EmbeddingList),
+        super::openapi::OpenAiErrors,
+        super::openapi::Guarded,
+    ),
+    security(("bearer" = []), ("api_key" = [])))]
 pub async fn embeddings(
     State(st): State<AppState>,
-    body: axum::body::Bytes,
-) -> Result<Response, OpenAiError> {
-    let req: EmbeddingsRequest = serde_json::from_slice(&body)
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, Response> {
+    let body = body.map_err(body_rejection)?;
+    embed_inner(&st, &body)
+        .await
+        .map_err(IntoResponse::into_response)
+}
+
+async fn embed_inner(st: &AppState, body: &[u8]) -> Result<Response, OpenAiError> {
+    let req: EmbeddingsRequest = serde_json::from_slice(body)
         .map_err(|e| OpenAiError::invalid("input", format!("invalid request body: {e}")))?;
     let cairn = &st.cairn;
     let model = cairn.embedder.name().to_string();
@@ -184,6 +208,9 @@ pub async fn embeddings(
 }
 
 /// `GET /v1/models`: the models this server answers for.
+#[utoipa::path(get, path = "/v1/models", tag = "openai",
+    responses((status = 200, description = "The embedding model, and the generator if any", body = super::openapi::ModelList), super::openapi::Guarded),
+    security(("bearer" = []), ("api_key" = [])))]
 pub async fn models(State(st): State<AppState>) -> Json<Value> {
     let created = st.cairn.started_at;
     let mut models = vec![
@@ -294,12 +321,35 @@ fn finish_reason(r: &str) -> &'static str {
 }
 
 /// `POST /v1/chat/completions`: a retrieval-augmented answer to the last user message.
+#[utoipa::path(post, path = "/v1/chat/completions", tag = "openai",
+    description = "OpenAI's Chat Completions: the last user message is answered with retrieval (earlier turns are history) and the response adds Cairn's `citations`. With `stream: true` (or `Accept: text/event-stream`) the answer is `chat.completion.chunk` events ended by `data: [DONE]`; `stream_options.include_usage` adds a usage chunk.",
+    request_body = super::openapi::ChatRequestSchema,
+    responses(
+        (status = 200, description = "A chat completion, or the chunk stream", content(
+            (super::openapi::ChatCompletion = "application/json"),
+            (super::openapi::ChatStreamEvent = "text/event-stream"),
+        )),
+        super::openapi::OpenAiErrors,
+        super::openapi::Guarded,
+    ),
+    security(("bearer" = []), ("api_key" = [])))]
 pub async fn chat_completions(
     State(st): State<AppState>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, Response> {
+    let body = body.map_err(body_rejection)?;
+    chat_inner(st, headers, &body)
+        .await
+        .map_err(IntoResponse::into_response)
+}
+
+async fn chat_inner(
+    st: AppState,
+    headers: HeaderMap,
+    body: &[u8],
 ) -> Result<Response, OpenAiError> {
-    let req: ChatRequest = serde_json::from_slice(&body)
+    let req: ChatRequest = serde_json::from_slice(body)
         .map_err(|e| OpenAiError::invalid("messages", format!("invalid request body: {e}")))?;
     let cairn = st.cairn.clone();
     let Some(gen) = cairn.generator.clone() else {

@@ -19,6 +19,7 @@ use futures::stream::{Stream, StreamExt};
 use serde_json::json;
 
 use super::error::ApiError;
+use super::openapi::{BadBody, Guarded};
 use super::{ApiJson, AppState};
 use crate::answer::{AnswerEvent, QueryRequest};
 
@@ -31,6 +32,20 @@ pub fn wants_sse(headers: &HeaderMap, stream_flag: bool) -> bool {
             .is_some_and(|v| v.contains("text/event-stream"))
 }
 
+/// `POST /query`.
+#[utoipa::path(post, path = "/query", tag = "answers",
+    description = "A cited answer: retrieval as in `/search`, then generation with numbered context chunks the answer cites as `[n]`.\n\nWith `stream: true` or `Accept: text/event-stream` the answer is server-sent events, each with an increasing `id` and JSON `data`: `sources` (`{\"citations\": [Citation]}`, before generation), `token` (`{\"delta\": \"...\"}`), `citation` (a Citation, when a `[n]` marker completes), `done` (an AnswerDone: finish reason, usage, timing, used citation numbers) and `error` (`{\"code\", \"message\"}`); `: keep-alive` comments fill long silences. Closing the connection stops generation.",
+    request_body = QueryRequest,
+    responses(
+        (status = 200, description = "The answer (JSON), or the event stream", content(
+            (crate::answer::QueryResponse = "application/json"),
+            (super::openapi::QueryEvent = "text/event-stream"),
+        )),
+        (status = 502, description = "The upstream model API failed (`upstream`)", body = super::openapi::ErrorResponse),
+        BadBody,
+        Guarded,
+    ),
+    security(("bearer" = []), ("api_key" = [])))]
 pub async fn query(
     State(st): State<AppState>,
     headers: HeaderMap,

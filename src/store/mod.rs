@@ -72,7 +72,7 @@ pub struct ChunkRecord {
 }
 
 /// Restrictions applied to both retrievers before ranking.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Filters {
     #[serde(default)]

@@ -10,6 +10,8 @@ mod errors;
 mod helpers;
 mod metrics;
 mod openai;
+mod openapi;
+mod repo;
 mod search;
 mod sources;
 mod telemetry;

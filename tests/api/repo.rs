@@ -1,0 +1,93 @@
+//! The README tells the truth about how the project is checked: its test command is the one
+//! CI (`.ci/run`) runs, and the scripts it says CI runs are exactly the ones `.ci/run` calls.
+
+use std::collections::BTreeSet;
+
+fn read(rel: &str) -> String {
+    std::fs::read_to_string(format!("{}/{rel}", env!("CARGO_MANIFEST_DIR")))
+        .unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+/// Every `scripts/NAME` mentioned in `text`.
+fn scripts_in(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("scripts/") {
+        let tail = &rest[i + "scripts/".len()..];
+        let name: String = tail
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .collect();
+        if !name.is_empty() {
+            out.insert(format!("scripts/{name}"));
+        }
+        rest = tail;
+    }
+    out
+}
+
+/// The scripts `.ci/run` executes (comments and `echo` lines are not calls).
+fn ci_calls(ci: &str) -> BTreeSet<String> {
+    let code: String = ci
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or_default().trim())
+        .filter(|l| !l.starts_with("echo"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    scripts_in(&code)
+}
+
+#[test]
+fn readme_commands_are_the_ones_ci_runs() {
+    let readme = read("README.md");
+    let ci = read(".ci/run");
+    // The README's "Two commands" block: start and test.
+    let section = readme
+        .split("## Two commands")
+        .nth(1)
+        .expect("README has a `## Two commands` section");
+    let block = section
+        .split("```sh")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("a sh code block");
+    let commands: Vec<&str> = block
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(commands, ["scripts/start", "scripts/test"], "{block}");
+    let calls = ci_calls(&ci);
+    assert!(
+        calls.contains("scripts/test"),
+        ".ci/run must run the README's test command; it runs {calls:?}"
+    );
+    // The paragraph that says what CI runs names exactly what `.ci/run` calls.
+    let para = readme
+        .split("\n\n")
+        .find(|p| p.contains("CI runs `.ci/run`"))
+        .expect("README says what CI runs");
+    let said = scripts_in(para);
+    assert_eq!(
+        said, calls,
+        "README's CI paragraph and .ci/run disagree:\n{para}"
+    );
+    // Every script either names exists and is executable.
+    for s in &calls {
+        let path = format!("{}/{s}", env!("CARGO_MANIFEST_DIR"));
+        let meta = std::fs::metadata(&path).unwrap_or_else(|e| panic!("{s}: {e}"));
+        use std::os::unix::fs::PermissionsExt;
+        assert!(
+            meta.permissions().mode() & 0o111 != 0,
+            "{s} is not executable"
+        );
+    }
+}
+
+#[test]
+fn ci_call_parsing_ignores_comments_and_echoes() {
+    let ci = "# runs scripts/nope\n./scripts/test\necho \"== scripts/echoed\"\nX=1 ./scripts/b-c --flag # scripts/tail\n";
+    assert_eq!(
+        ci_calls(ci).into_iter().collect::<Vec<_>>(),
+        ["scripts/b-c", "scripts/test"]
+    );
+}
