@@ -60,7 +60,7 @@ pub async fn create_key(
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn list_keys(State(st): State<AppState>) -> Result<Response, ApiError> {
     let keys = st.cairn.list_keys()?;
-    Ok(Json(serde_json::json!({ "keys": keys })).into_response())
+    Ok(Json(super::openapi::KeyList { keys }).into_response())
 }
 
 /// `DELETE /admin/keys/{id}`.

@@ -7,9 +7,17 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use serde::Serialize;
 
 use crate::error::Error;
+use crate::service::ErrorBody;
+
+/// The body of every Cairn error.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"error": {"code": "invalid_request", "message": "limit must be between 1 and 100"}}))]
+pub struct ErrorResponse {
+    pub error: ErrorBody,
+}
 
 /// An error on its way to the client.
 #[derive(Debug)]
@@ -143,7 +151,12 @@ pub fn too_large() -> ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message}});
+        let body = ErrorResponse {
+            error: ErrorBody {
+                code: self.code.to_string(),
+                message: self.message,
+            },
+        };
         let mut resp = (self.status, Json(body)).into_response();
         if let Some(s) = self.retry_after_s {
             if let Ok(v) = HeaderValue::from_str(&s.to_string()) {

@@ -21,7 +21,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::json;
 use tracing::Instrument;
 
 use crate::error::Error;
@@ -458,8 +457,10 @@ fn ingest_response(reports: Vec<IngestReport>) -> Response {
         } else {
             StatusCode::UNPROCESSABLE_ENTITY
         };
-        let body =
-            json!({"error": {"code": first.code, "message": first.message}, "sources": reports});
+        let body = openapi::IngestFailure {
+            error: first,
+            sources: Some(reports),
+        };
         return (status, Json(body)).into_response();
     }
     let status = if any_written {
@@ -467,8 +468,11 @@ fn ingest_response(reports: Vec<IngestReport>) -> Response {
     } else {
         StatusCode::OK
     };
-    let overall = if any_written { "written" } else { "unchanged" };
-    (status, Json(json!({"status": overall, "sources": reports}))).into_response()
+    let body = openapi::IngestResponse {
+        status: if any_written { "written" } else { "unchanged" },
+        sources: reports,
+    };
+    (status, Json(body)).into_response()
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -569,10 +573,10 @@ async fn stats(State(st): State<AppState>) -> Result<Response, ApiError> {
 #[utoipa::path(get, path = "/health", tag = "operations",
     responses((status = 200, description = "The process answers", body = openapi::Liveness)))]
 async fn live(State(st): State<AppState>) -> Response {
-    Json(json!({
-        "status": "ok",
-        "uptime_s": chrono::Utc::now().timestamp() - st.cairn.started_at,
-    }))
+    Json(openapi::Liveness {
+        status: "ok",
+        uptime_s: chrono::Utc::now().timestamp() - st.cairn.started_at,
+    })
     .into_response()
 }
 

@@ -45,15 +45,37 @@ impl OpenAiError {
 
 impl IntoResponse for OpenAiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {
-            "message": self.message, "type": self.kind, "param": self.param, "code": self.code}});
+        let body = super::openapi::OpenAiErrorResponse {
+            error: super::openapi::OpenAiErrorBody {
+                message: self.message,
+                r#type: self.kind,
+                param: self.param,
+                code: self.code,
+            },
+        };
         (self.status, Json(body)).into_response()
     }
 }
 
 impl From<Error> for OpenAiError {
     fn from(e: Error) -> Self {
-        let api = super::error::ApiError::from(e);
+        super::error::ApiError::from(e).into()
+    }
+}
+
+/// An unreadable body: 413 (`payload_too_large`) when over `server.max_json_bytes`.
+impl From<axum::extract::rejection::BytesRejection> for OpenAiError {
+    fn from(r: axum::extract::rejection::BytesRejection) -> Self {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            super::error::too_large().into()
+        } else {
+            Self::invalid("messages", r.body_text())
+        }
+    }
+}
+
+impl From<super::error::ApiError> for OpenAiError {
+    fn from(api: super::error::ApiError) -> Self {
         let kind = match api.status.as_u16() {
             400..=499 => "invalid_request_error",
             503 => "overloaded_error",
@@ -94,15 +116,6 @@ struct EmbeddingsRequest {
 /// The longest list of inputs one request may carry (OpenAI's limit).
 const MAX_INPUTS: usize = 2048;
 
-/// An unreadable body as an error: 413 when over `server.max_json_bytes`, else OpenAI's shape.
-fn body_rejection(r: axum::extract::rejection::BytesRejection) -> Response {
-    if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        super::error::too_large().into_response()
-    } else {
-        OpenAiError::invalid("messages", r.body_text()).into_response()
-    }
-}
-
 /// `POST /v1/embeddings`.
 #[utoipa::path(post, path = "/v1/embeddings", tag = "openai",
     request_body = super::openapi::EmbeddingsRequestSchema,
@@ -115,15 +128,8 @@ fn body_rejection(r: axum::extract::rejection::BytesRejection) -> Response {
 pub async fn embeddings(
     State(st): State<AppState>,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<Response, Response> {
-    let body = body.map_err(body_rejection)?;
-    embed_inner(&st, &body)
-        .await
-        .map_err(IntoResponse::into_response)
-}
-
-async fn embed_inner(st: &AppState, body: &[u8]) -> Result<Response, OpenAiError> {
-    let req: EmbeddingsRequest = serde_json::from_slice(body)
+) -> Result<Response, OpenAiError> {
+    let req: EmbeddingsRequest = serde_json::from_slice(&body?)
         .map_err(|e| OpenAiError::invalid("input", format!("invalid request body: {e}")))?;
     let cairn = &st.cairn;
     let model = cairn.embedder.name().to_string();
@@ -337,19 +343,8 @@ pub async fn chat_completions(
     State(st): State<AppState>,
     headers: HeaderMap,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<Response, Response> {
-    let body = body.map_err(body_rejection)?;
-    chat_inner(st, headers, &body)
-        .await
-        .map_err(IntoResponse::into_response)
-}
-
-async fn chat_inner(
-    st: AppState,
-    headers: HeaderMap,
-    body: &[u8],
 ) -> Result<Response, OpenAiError> {
-    let req: ChatRequest = serde_json::from_slice(body)
+    let req: ChatRequest = serde_json::from_slice(&body?)
         .map_err(|e| OpenAiError::invalid("messages", format!("invalid request body: {e}")))?;
     let cairn = st.cairn.clone();
     let Some(gen) = cairn.generator.clone() else {

@@ -12,6 +12,7 @@ use serde::Serialize;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
 
+pub use super::error::ErrorResponse;
 use crate::service::ErrorBody;
 
 /// The top-level document: metadata, security schemes and tags. Paths are added by the router.
@@ -65,13 +66,6 @@ impl Modify for Security {
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
         );
     }
-}
-
-/// The body of every Cairn error.
-#[derive(Serialize, ToSchema)]
-#[schema(example = json!({"error": {"code": "invalid_request", "message": "limit must be between 1 and 100"}}))]
-pub struct ErrorResponse {
-    pub error: ErrorBody,
 }
 
 /// Errors of any guarded route: authentication, scopes, rate limits, overload, deadlines.
@@ -146,21 +140,20 @@ pub struct UploadForm {
 }
 
 /// The result of `POST /sources`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
 pub struct IngestResponse {
     /// `written` (something was created or updated) or `unchanged`.
-    status: String,
-    sources: Vec<crate::service::IngestReport>,
+    pub status: &'static str,
+    pub sources: Vec<crate::service::IngestReport>,
 }
 
 /// A failed `POST /sources`: the first failure's error, and every file's outcome when files
 /// were read (absent when the request itself was refused).
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
 pub struct IngestFailure {
-    error: ErrorBody,
-    sources: Option<Vec<crate::service::IngestReport>>,
+    pub error: ErrorBody,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sources: Option<Vec<crate::service::IngestReport>>,
 }
 
 /// One server-sent event of `POST /query` (`stream: true`).
@@ -191,37 +184,33 @@ pub struct ChatStreamEvent {
 }
 
 /// `GET /health`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
 pub struct Liveness {
     /// Always `ok`.
-    status: String,
+    pub status: &'static str,
     /// Seconds since the server started.
-    uptime_s: i64,
+    pub uptime_s: i64,
 }
 
 /// `GET /admin/keys`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
 pub struct KeyList {
-    keys: Vec<crate::auth::keys::KeyInfo>,
+    pub keys: Vec<crate::auth::keys::KeyInfo>,
 }
 
 /// An error in OpenAI's shape.
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
 pub struct OpenAiErrorResponse {
-    error: OpenAiErrorBody,
+    pub error: OpenAiErrorBody,
 }
 
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
 pub struct OpenAiErrorBody {
-    message: String,
+    pub message: String,
     /// `invalid_request_error`, `server_error` or `overloaded_error`.
-    r#type: String,
-    param: Option<String>,
-    code: String,
+    pub r#type: &'static str,
+    pub param: Option<&'static str>,
+    pub code: &'static str,
 }
 
 /// Errors of the OpenAI-compatible routes that the route itself returns (OpenAI's shape);
@@ -237,7 +226,7 @@ pub enum OpenAiErrors {
     NotFound(OpenAiErrorResponse),
     /// The body exceeds `server.max_json_bytes` (`payload_too_large`).
     #[response(status = 413)]
-    TooLarge(ErrorResponse),
+    TooLarge(OpenAiErrorResponse),
     /// A valid request the server cannot serve (e.g. a generator that is unavailable).
     #[response(status = 422)]
     Unprocessable(OpenAiErrorResponse),
