@@ -29,6 +29,8 @@ pub struct OpenAiError {
     code: &'static str,
     param: Option<&'static str>,
     message: String,
+    /// The real cause of an internal error, for the log only (as in [`super::error::ApiError`]).
+    internal: Option<String>,
 }
 
 impl OpenAiError {
@@ -39,6 +41,7 @@ impl OpenAiError {
             code: "invalid_request",
             param: Some(param),
             message: message.into(),
+            internal: None,
         }
     }
 }
@@ -53,7 +56,12 @@ impl IntoResponse for OpenAiError {
                 code: self.code,
             },
         };
-        (self.status, Json(body)).into_response()
+        let mut resp = (self.status, Json(body)).into_response();
+        if let Some(cause) = self.internal {
+            resp.extensions_mut()
+                .insert(super::error::InternalCause(cause));
+        }
+        resp
     }
 }
 
@@ -87,6 +95,7 @@ impl From<super::error::ApiError> for OpenAiError {
             code: api.code,
             param: None,
             message: api.message,
+            internal: api.internal,
         }
     }
 }
@@ -134,16 +143,10 @@ pub async fn embeddings(
     let cairn = &st.cairn;
     let model = cairn.embedder.name().to_string();
     if req.model != model && req.model != "default" {
-        return Err(OpenAiError {
-            status: StatusCode::NOT_FOUND,
-            kind: "invalid_request_error",
-            code: "model_not_found",
-            param: Some("model"),
-            message: format!(
-                "the model `{}` does not exist; available: `{model}`",
-                req.model
-            ),
-        });
+        return Err(model_not_found(format!(
+            "the model `{}` does not exist; available: `{model}`",
+            req.model
+        )));
     }
     let texts =
         match req.input {
@@ -315,6 +318,7 @@ fn model_not_found(message: String) -> OpenAiError {
         code: "model_not_found",
         param: Some("model"),
         message,
+        internal: None,
     }
 }
 
