@@ -23,6 +23,7 @@ pub struct Config {
     pub chunking: ChunkingConfig,
     pub ingest: IngestConfig,
     pub search: SearchConfig,
+    pub graph: GraphConfig,
     pub index: IndexConfig,
     pub log: LogConfig,
     pub generator: GeneratorConfig,
@@ -74,6 +75,10 @@ pub struct ModelsConfig {
     pub max_length: usize,
     /// ONNX Runtime intra-op threads (0 = all cores).
     pub threads: usize,
+    /// Folder of a cross-encoder reranker (model.onnx with a `logits` output + tokenizer
+    /// files), used by `"rerank": true`. When unset: `models/reranker` beside the working
+    /// directory or the executable, if present. `scripts/build-reranker` builds one.
+    pub reranker: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -115,6 +120,111 @@ pub struct SearchConfig {
     pub snippet_chars: usize,
     /// Query embeddings kept in memory (a repeated query skips the model); 0 = no cache.
     pub query_cache_size: usize,
+    /// Fused candidates the cross-encoder re-scores when a search asks for `rerank`.
+    pub rerank_candidates: usize,
+    /// Weight of the fused order beside the cross-encoder's when re-ranking (RRF of the two
+    /// orders); 0 = the cross-encoder's order alone.
+    pub rerank_fused_weight: f32,
+    /// Named retrieval presets for `context_type` (`balanced` is the default). Each request
+    /// can still override the weights it sets.
+    pub presets: std::collections::BTreeMap<String, Preset>,
+}
+
+/// A retrieval preset (`context_type`): fusion weights and what the search does beyond
+/// plain hybrid retrieval.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Preset {
+    /// Weight of the BM25 list; unset = `search.keyword_weight`.
+    pub keyword_weight: Option<f32>,
+    /// Weight of the vector list; unset = `search.vector_weight`.
+    pub vector_weight: Option<f32>,
+    /// Weight of the concept-graph list (when the graph is used).
+    pub graph_weight: f32,
+    /// Weight of the exact-phrase list: BM25 hits containing a phrase of the query verbatim
+    /// (0 = off).
+    pub phrase_weight: f32,
+    /// Whether a request that does not say `use_graph` uses the graph.
+    pub use_graph: bool,
+    /// Graph expansion beyond the concepts the query names exactly (similar concepts and
+    /// co-occurring neighbours).
+    pub expand: bool,
+    /// MMR trade-off between relevance and diversity: 1 = plain ranking, lower = more diverse.
+    pub mmr_lambda: f32,
+}
+
+impl Default for Preset {
+    fn default() -> Self {
+        Self {
+            keyword_weight: None,
+            vector_weight: None,
+            graph_weight: 0.1,
+            phrase_weight: 0.0,
+            use_graph: false,
+            expand: true,
+            mmr_lambda: 1.0,
+        }
+    }
+}
+
+/// The built-in presets.
+pub fn default_presets() -> std::collections::BTreeMap<String, Preset> {
+    let mut m = std::collections::BTreeMap::new();
+    m.insert("balanced".to_string(), Preset::default());
+    // Breadth: meaning over wording, the graph on, diverse results.
+    m.insert(
+        "building".to_string(),
+        Preset {
+            keyword_weight: Some(0.7),
+            vector_weight: Some(1.0),
+            graph_weight: 0.3,
+            use_graph: true,
+            mmr_lambda: 0.7,
+            ..Preset::default()
+        },
+    );
+    // Precision: wording over meaning, exact phrases first, no expansion.
+    m.insert(
+        "auditing".to_string(),
+        Preset {
+            keyword_weight: Some(1.0),
+            vector_weight: Some(0.5),
+            graph_weight: 0.1,
+            phrase_weight: 1.0,
+            expand: false,
+            ..Preset::default()
+        },
+    );
+    m
+}
+
+/// The concept graph.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct GraphConfig {
+    /// Concepts kept per chunk at ingest (0 = no concept extraction).
+    pub concepts_per_chunk: usize,
+    /// Cosine similarity of two concept names' embeddings from which they are `similar_to`.
+    pub similar_min: f32,
+    /// Cosine similarity of a concept name to a query from which the concept joins the
+    /// query's graph expansion.
+    pub match_min_similarity: f32,
+    /// Strongest co-occurring neighbours added per matched concept.
+    pub expand_neighbours: usize,
+    /// Smallest co-occurrence weight (damped normalised PMI) of an expansion edge.
+    pub expand_min_weight: f32,
+}
+
+impl Default for GraphConfig {
+    fn default() -> Self {
+        Self {
+            concepts_per_chunk: 8,
+            similar_min: 0.8,
+            match_min_similarity: 0.7,
+            expand_neighbours: 3,
+            expand_min_weight: 0.2,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -144,6 +254,7 @@ impl Default for Config {
             chunking: ChunkingConfig::default(),
             ingest: IngestConfig::default(),
             search: SearchConfig::default(),
+            graph: GraphConfig::default(),
             index: IndexConfig::default(),
             log: LogConfig::default(),
             generator: GeneratorConfig::default(),
@@ -179,6 +290,7 @@ impl Default for ModelsConfig {
             batch_size: 32,
             max_length: 512,
             threads: 0,
+            reranker: None,
         }
     }
 }
@@ -213,6 +325,9 @@ impl Default for SearchConfig {
             title_boost: 0.25,
             snippet_chars: 240,
             query_cache_size: 4096,
+            rerank_candidates: 50,
+            rerank_fused_weight: 1.0,
+            presets: default_presets(),
         }
     }
 }
@@ -618,6 +733,7 @@ impl Config {
                     | "chunking"
                     | "ingest"
                     | "search"
+                    | "graph"
                     | "index"
                     | "log"
                     | "generator"
@@ -731,6 +847,41 @@ impl Config {
                 return bad("auth.jwt.default_tier must name a tier in auth.tiers");
             }
         }
+        if !self.search.presets.contains_key("balanced") {
+            return bad("search.presets must keep a `balanced` preset (the default context_type)");
+        }
+        for (name, p) in &self.search.presets {
+            let weights = [
+                p.keyword_weight.unwrap_or(0.0),
+                p.vector_weight.unwrap_or(0.0),
+                p.graph_weight,
+                p.phrase_weight,
+            ];
+            if weights.iter().any(|w| !w.is_finite() || *w < 0.0) {
+                return Err(ConfigError::Invalid(format!(
+                    "search.presets.{name}: weights must be finite and non-negative"
+                )));
+            }
+            if !(0.0..=1.0).contains(&p.mmr_lambda) {
+                return Err(ConfigError::Invalid(format!(
+                    "search.presets.{name}.mmr_lambda must be between 0 and 1"
+                )));
+            }
+        }
+        let rf = self.search.rerank_fused_weight;
+        if !rf.is_finite() || rf < 0.0 {
+            return bad("search.rerank_fused_weight must be finite and non-negative");
+        }
+        if self.search.rerank_candidates == 0 || self.search.rerank_candidates > 1000 {
+            return bad("search.rerank_candidates must be between 1 and 1000");
+        }
+        let g = &self.graph;
+        if !(0.0..=1.0).contains(&g.similar_min) || !(0.0..=1.0).contains(&g.match_min_similarity) {
+            return bad("graph.similar_min and graph.match_min_similarity must be between 0 and 1");
+        }
+        if g.concepts_per_chunk > 64 {
+            return bad("graph.concepts_per_chunk must be at most 64");
+        }
         if !matches!(self.log.format.as_str(), "auto" | "json" | "pretty") {
             return bad("log.format must be auto, json or pretty");
         }
@@ -760,6 +911,29 @@ impl Config {
 #[allow(clippy::result_large_err)] // figment::Jail's closure signature, not ours
 mod tests {
     use super::*;
+
+    #[test]
+    fn presets_are_data_and_validated() {
+        let c = Config::default();
+        let names: Vec<&str> = c.search.presets.keys().map(String::as_str).collect();
+        assert_eq!(names, ["auditing", "balanced", "building"]);
+        assert!(c.search.presets["building"].use_graph);
+        assert!(c.search.presets["building"].mmr_lambda < 1.0);
+        assert!(c.search.presets["auditing"].phrase_weight > 0.0);
+        assert!(!c.search.presets["auditing"].expand);
+        let mut bad = c.clone();
+        bad.search.presets.remove("balanced");
+        assert!(bad.validate().is_err());
+        let mut bad = c.clone();
+        bad.search.presets.get_mut("building").unwrap().mmr_lambda = 1.5;
+        assert!(bad.validate().is_err());
+        let mut bad = c.clone();
+        bad.search.presets.get_mut("auditing").unwrap().graph_weight = -1.0;
+        assert!(bad.validate().is_err());
+        let mut bad = c;
+        bad.graph.similar_min = 2.0;
+        assert!(bad.validate().is_err());
+    }
 
     #[test]
     fn defaults_load_and_validate() {

@@ -163,25 +163,8 @@ impl OnnxEmbedder {
         cfg: &ModelsConfig,
         env: ort::environment::Environment,
     ) -> Result<Self> {
-        let read = |f: &str| -> Result<Vec<u8>> {
-            std::fs::read(dir.join(f)).or_else(|e| {
-                // special_tokens_map / tokenizer_config are optional in some exports.
-                if f != "tokenizer.json" && f != "config.json" && f != "model.onnx" {
-                    Ok(b"{}".to_vec())
-                } else {
-                    Err(Error::Unavailable {
-                        code: "model_unavailable",
-                        message: format!("cannot read {}: {e}", dir.join(f).display()),
-                    })
-                }
-            })
-        };
-        let files = TokenizerFiles {
-            tokenizer_file: read("tokenizer.json")?,
-            config_file: read("config.json")?,
-            special_tokens_map_file: read("special_tokens_map.json")?,
-            tokenizer_config_file: read("tokenizer_config.json")?,
-        };
+        let read = |f: &str| read_model_file(dir, f, "model_unavailable");
+        let files = tokenizer_files(dir, "model_unavailable")?;
         let pooling = match cfg.pooling.as_deref() {
             Some("cls") => Pooling::Cls,
             Some(_) => Pooling::Mean,
@@ -221,6 +204,32 @@ impl OnnxEmbedder {
             tokenizer,
         })
     }
+}
+
+/// Reads a file of a model folder; `special_tokens_map.json` and `tokenizer_config.json` are
+/// optional in some exports and read as `{}` when absent. A missing required file is an
+/// `Unavailable` error with `code`.
+pub(crate) fn read_model_file(dir: &Path, f: &str, code: &'static str) -> Result<Vec<u8>> {
+    std::fs::read(dir.join(f)).or_else(|e| {
+        if f == "special_tokens_map.json" || f == "tokenizer_config.json" {
+            Ok(b"{}".to_vec())
+        } else {
+            Err(Error::Unavailable {
+                code,
+                message: format!("cannot read {}: {e}", dir.join(f).display()),
+            })
+        }
+    })
+}
+
+/// The tokenizer files of a model folder, as fastembed takes them.
+pub(crate) fn tokenizer_files(dir: &Path, code: &'static str) -> Result<TokenizerFiles> {
+    Ok(TokenizerFiles {
+        tokenizer_file: read_model_file(dir, "tokenizer.json", code)?,
+        config_file: read_model_file(dir, "config.json", code)?,
+        special_tokens_map_file: read_model_file(dir, "special_tokens_map.json", code)?,
+        tokenizer_config_file: read_model_file(dir, "tokenizer_config.json", code)?,
+    })
 }
 
 fn read_pooling(dir: &Path) -> Pooling {

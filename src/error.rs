@@ -16,6 +16,11 @@ pub enum Error {
     /// A named thing does not exist.
     #[error("{what} not found")]
     NotFound { what: String },
+    #[error("concept `{name}` not found{}", did_you_mean(suggestions))]
+    UnknownConcept {
+        name: String,
+        suggestions: Vec<String>,
+    },
     /// A file type Cairn cannot read.
     #[error(transparent)]
     Unsupported(ExtractError),
@@ -51,6 +56,7 @@ impl Error {
         match self {
             Error::InvalidInput(_) => "invalid_request",
             Error::NotFound { .. } => "not_found",
+            Error::UnknownConcept { .. } => "concept_not_found",
             Error::Unsupported(_) => "unsupported_media_type",
             Error::Unreadable(_) => "unreadable_document",
             Error::Unavailable { code, .. } => code,
@@ -74,6 +80,14 @@ impl Error {
     /// Whether the message may be shown to a client as is.
     pub fn is_internal(&self) -> bool {
         matches!(self, Error::Internal(_) | Error::Embedding(_))
+    }
+}
+
+fn did_you_mean(s: &[String]) -> String {
+    if s.is_empty() {
+        String::new()
+    } else {
+        format!("; did you mean: {}?", s.join(", "))
     }
 }
 

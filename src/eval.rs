@@ -177,6 +177,12 @@ pub struct Latency {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EvalResult {
     pub mode: Mode,
+    #[serde(default)]
+    pub rerank: bool,
+    #[serde(default)]
+    pub use_graph: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_type: Option<String>,
     pub queries: usize,
     pub ndcg_at_10: f64,
     pub recall_at_10: f64,
@@ -185,8 +191,42 @@ pub struct EvalResult {
     pub latency_ms: Latency,
 }
 
-/// Runs every judged query of `split` and averages the metrics.
-pub async fn run(cairn: &Cairn, dir: &Path, split: &str, mode: Mode) -> Result<EvalResult> {
+/// What each evaluated search asks for beyond the query (the options `/search` takes).
+#[derive(Debug, Clone, Default)]
+pub struct EvalOptions {
+    pub mode: Mode,
+    pub rerank: bool,
+    pub use_graph: bool,
+    pub context_type: Option<String>,
+}
+
+impl EvalOptions {
+    /// A short label: the mode plus the options that are on (`hybrid+graph+rerank`).
+    pub fn label(&self) -> String {
+        let mut s = self.mode.as_str().to_string();
+        if let Some(t) = &self.context_type {
+            s.push_str(&format!("+{t}"));
+        }
+        if self.use_graph {
+            s.push_str("+graph");
+        }
+        if self.rerank {
+            s.push_str("+rerank");
+        }
+        s
+    }
+}
+
+/// Runs every judged query of `split` and averages the metrics. With `run_out`, the top 100
+/// documents of every query are also written there as a TREC run (`qid Q0 doc rank score tag`).
+pub async fn run(
+    cairn: &Cairn,
+    dir: &Path,
+    split: &str,
+    opts: &EvalOptions,
+    mut run_out: Option<&mut dyn std::io::Write>,
+) -> Result<EvalResult> {
+    let mode = opts.mode;
     let queries = load_queries(dir, split)?;
     if queries.is_empty() {
         return Err(Error::InvalidInput(format!(
@@ -195,7 +235,7 @@ pub async fn run(cairn: &Cairn, dir: &Path, split: &str, mode: Mode) -> Result<E
     }
     let (mut ndcg, mut r10, mut r100, mut mrr) = (0.0, 0.0, 0.0, 0.0);
     let mut lat = Vec::with_capacity(queries.len());
-    for (_, text, relevant) in &queries {
+    for (qid, text, relevant) in &queries {
         let t = Instant::now();
         let resp = cairn
             .search_with_max(
@@ -203,6 +243,9 @@ pub async fn run(cairn: &Cairn, dir: &Path, split: &str, mode: Mode) -> Result<E
                     query: text.clone(),
                     limit: Some(300),
                     mode,
+                    rerank: opts.rerank,
+                    use_graph: opts.use_graph.then_some(true),
+                    context_type: opts.context_type.clone(),
                     ..Default::default()
                 },
                 1000,
@@ -211,12 +254,18 @@ pub async fn run(cairn: &Cairn, dir: &Path, split: &str, mode: Mode) -> Result<E
         lat.push(t.elapsed().as_secs_f64() * 1e3);
         // A document ranks by its best chunk.
         let mut seen = HashSet::new();
-        let ranked: Vec<String> = resp
+        let ranked: Vec<(String, f32)> = resp
             .results
             .into_iter()
-            .map(|h| h.external_id)
-            .filter(|d| seen.insert(d.clone()))
+            .map(|h| (h.external_id, h.score))
+            .filter(|(d, _)| seen.insert(d.clone()))
             .collect();
+        if let Some(w) = run_out.as_mut() {
+            for (i, (d, score)) in ranked.iter().take(100).enumerate() {
+                writeln!(w, "{qid} Q0 {d} {} {score} cairn-{}", i + 1, opts.label())?;
+            }
+        }
+        let ranked: Vec<String> = ranked.into_iter().map(|(d, _)| d).collect();
         ndcg += ndcg_at(&ranked, relevant, 10);
         r10 += recall_at(&ranked, relevant, 10);
         r100 += recall_at(&ranked, relevant, 100);
@@ -227,6 +276,9 @@ pub async fn run(cairn: &Cairn, dir: &Path, split: &str, mode: Mode) -> Result<E
     let r4 = |x: f64| (x * 10_000.0).round() / 10_000.0;
     Ok(EvalResult {
         mode,
+        rerank: opts.rerank,
+        use_graph: opts.use_graph,
+        context_type: opts.context_type.clone(),
         queries: queries.len(),
         ndcg_at_10: r4(ndcg / n),
         recall_at_10: r4(r10 / n),

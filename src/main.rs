@@ -159,6 +159,31 @@ enum Cmd {
         explain: bool,
         #[arg(long)]
         json: bool,
+        /// Retrieval preset: balanced, building, auditing (or one from search.presets).
+        #[arg(long, value_name = "T")]
+        context_type: Option<String>,
+        /// Expand the query through the concept graph.
+        #[arg(long)]
+        use_graph: bool,
+        /// Re-rank the top hits with the cross-encoder (models.reranker).
+        #[arg(long)]
+        rerank: bool,
+    },
+    /// Concepts matching a text (the concept graph's names, aliases and embeddings).
+    Concepts {
+        query: String,
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+    },
+    /// The neighbourhood of a concept in the concept graph, as JSON.
+    Graph {
+        concept: String,
+        #[arg(long, default_value_t = 1)]
+        depth: usize,
+        #[arg(long, default_value_t = 25)]
+        limit: usize,
+        #[arg(long, default_value_t = 0.0)]
+        min_weight: f32,
     },
     /// List sources.
     Sources {
@@ -221,6 +246,20 @@ enum Cmd {
         /// export the `cairn_search_quality` gauges).
         #[arg(long)]
         report: Option<PathBuf>,
+        /// Re-rank each search's candidates with the cross-encoder (`"rerank": true`).
+        #[arg(long)]
+        rerank: bool,
+        /// Expand each search through the concept graph (`"use_graph": true`).
+        #[arg(long)]
+        use_graph: bool,
+        /// Retrieval preset for each search (`building`, `auditing`, `balanced`, or one from the
+        /// config's `search.presets`).
+        #[arg(long, value_name = "T")]
+        context_type: Option<String>,
+        /// Also write the top 100 documents of every query to this file as a TREC run
+        /// (`qid Q0 doc rank score tag`); needs a single `--mode`.
+        #[arg(long, value_name = "FILE")]
+        run: Option<PathBuf>,
     },
 }
 
@@ -316,12 +355,32 @@ async fn run(cli: Cli, config: Config) -> Result<ExitCode, Error> {
             Some(url) => ingest_remote(&config, &paths, &url, &remote, json).await,
             None => ingest_local(config, &paths, json).await,
         },
+        Cmd::Concepts { query, limit } => {
+            let cairn = Cairn::open_with(config, false).await?;
+            let found = cairn.concepts(&query, limit).await?;
+            println!("{}", serde_json::to_string_pretty(&found)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Graph {
+            concept,
+            depth,
+            limit,
+            min_weight,
+        } => {
+            let cairn = Cairn::open_with(config, false).await?;
+            let n = cairn.graph(&concept, depth, limit, min_weight).await?;
+            println!("{}", serde_json::to_string_pretty(&n)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Search {
             query,
             limit,
             mode,
             explain,
             json,
+            context_type,
+            use_graph,
+            rerank,
         } => {
             let cairn = Cairn::open_with(config, false).await?;
             let req = SearchRequest {
@@ -329,6 +388,9 @@ async fn run(cli: Cli, config: Config) -> Result<ExitCode, Error> {
                 limit: Some(limit),
                 mode,
                 explain,
+                context_type,
+                use_graph: use_graph.then_some(true),
+                rerank,
                 ..Default::default()
             };
             let resp = cairn.search(req).await?;
@@ -484,15 +546,27 @@ async fn run(cli: Cli, config: Config) -> Result<ExitCode, Error> {
             mode,
             json,
             report,
+            rerank,
+            use_graph,
+            context_type,
+            run,
         } => {
+            let opts = cairn::eval::EvalOptions {
+                mode: Default::default(),
+                rerank,
+                use_graph,
+                context_type,
+            };
             eval(
                 config,
                 cli.data_dir.is_some(),
                 &dataset,
                 &split,
                 &mode,
+                opts,
                 json,
                 report.as_deref(),
+                run.as_deref(),
             )
             .await
         }
@@ -1007,6 +1081,7 @@ fn failed_report(file: &str, code: &str, message: &str) -> IngestReport {
         error: Some(cairn::service::ErrorBody {
             code: code.into(),
             message: message.into(),
+            suggestions: None,
         }),
     }
 }
@@ -1135,6 +1210,16 @@ async fn check(config: Config, repair: bool, json: bool) -> Result<ExitCode, Err
         );
         show("duplicate chunk ids", &report.duplicate_chunks);
         show("half-written sources", &report.half_written_sources);
+        show("concepts with no mention", &report.orphan_concepts);
+        if report.orphan_mentions > 0 {
+            println!("mentions of uncommitted chunks: {}", report.orphan_mentions);
+        }
+        if report.dangling_mentions > 0 {
+            println!(
+                "mentions of concepts without a row: {}",
+                report.dangling_mentions
+            );
+        }
         if report.pending_journal > 0 {
             println!("interrupted writes pending: {}", report.pending_journal);
         }
@@ -1165,20 +1250,28 @@ async fn check(config: Config, repair: bool, json: bool) -> Result<ExitCode, Err
     })
 }
 
+#[allow(clippy::too_many_arguments)] // one per `cairn eval` flag
 async fn eval(
     config: Config,
     reuse: bool,
     dataset: &Path,
     split: &str,
     mode: &str,
+    opts: cairn::eval::EvalOptions,
     json: bool,
     report: Option<&Path>,
+    run: Option<&Path>,
 ) -> Result<ExitCode, Error> {
     let modes: Vec<Mode> = if mode == "all" {
         vec![Mode::Hybrid, Mode::Keyword, Mode::Vector]
     } else {
         vec![mode.parse::<Mode>().map_err(Error::InvalidInput)?]
     };
+    if run.is_some() && modes.len() > 1 {
+        return Err(Error::InvalidInput(
+            "--run writes one run: give a single --mode".into(),
+        ));
+    }
     let mut config = config;
     // Each mode runs the same queries: cached query vectors would hide the embedding time in
     // the latency figures of the later modes.
@@ -1225,15 +1318,24 @@ async fn eval(
         eprintln!("eval: corpus already ingested (unchanged)");
     }
     let mut results = Vec::new();
+    let mut run_file = match run {
+        Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p)?)),
+        None => None,
+    };
     for m in modes {
-        let r = cairn::eval::run(&cairn, dataset, split, m).await?;
+        let o = cairn::eval::EvalOptions {
+            mode: m,
+            ..opts.clone()
+        };
+        let out = run_file.as_mut().map(|w| w as &mut dyn std::io::Write);
+        let r = cairn::eval::run(&cairn, dataset, split, &o, out).await?;
         results.push(r.clone());
         if json {
             println!("{}", serde_json::to_string(&r)?);
         } else {
             println!(
                 "{:<8} queries {}  nDCG@10 {:.4}  R@10 {:.4}  R@100 {:.4}  MRR@10 {:.4}  latency p50 {:.1} ms p95 {:.1} ms",
-                m.as_str(),
+                o.label(),
                 r.queries,
                 r.ndcg_at_10,
                 r.recall_at_10,
@@ -1243,6 +1345,10 @@ async fn eval(
                 r.latency_ms.p95
             );
         }
+    }
+    if let Some(mut w) = run_file {
+        use std::io::Write as _;
+        w.flush()?;
     }
     if let Some(path) = report {
         let finished_at = std::time::SystemTime::now()

@@ -1,8 +1,11 @@
 //! Search requests, reciprocal rank fusion and result shaping (transport-neutral).
 //!
 //! Hybrid search runs BM25 (tantivy) and vector (LanceDB) retrieval with the same filters and
-//! fuses the two ranked lists with weighted reciprocal rank fusion:
+//! fuses the ranked lists with weighted reciprocal rank fusion:
 //! `score(d) = Σ_i w_i / (k + rank_i(d))`, ranks starting at 1, `k = 60` by default.
+//! Two more lists can join the fusion: chunks scored by the concept graph (`use_graph`) and
+//! BM25 hits that contain a phrase of the query verbatim (the `auditing` preset). After
+//! fusion, MMR can diversify the order ([`mmr`]) and a cross-encoder can re-score the top.
 
 use std::collections::HashMap;
 
@@ -48,6 +51,10 @@ impl Mode {
 pub struct Weights {
     pub keyword: Option<f32>,
     pub vector: Option<f32>,
+    /// Weight of the concept-graph list (with `use_graph`).
+    pub graph: Option<f32>,
+    /// Weight of the exact-phrase list.
+    pub phrase: Option<f32>,
 }
 
 /// A search as the core sees it (the HTTP and CLI layers build it).
@@ -69,14 +76,18 @@ pub struct SearchRequest {
     pub weights: Option<Weights>,
     #[serde(default)]
     pub explain: bool,
-    /// Named retrieval preset (`balanced` now; `building`/`auditing` come with the graph work).
+    /// Named retrieval preset from `search.presets`: `balanced` (default), `building` (breadth:
+    /// vector + graph, MMR-diversified) or `auditing` (precision: keyword and exact phrases, no
+    /// expansion). Explicit `weights` override the preset's.
     #[serde(default)]
     #[schema(example = "balanced")]
     pub context_type: Option<String>,
-    /// Graph expansion (needs the concept graph).
+    /// Expand the query through the concept graph and fuse the chunks that mention the
+    /// matched concepts as a third list. Unset: the preset decides (on for `building`).
     #[serde(default)]
-    pub use_graph: bool,
-    /// Cross-encoder re-ranking (needs a reranker model).
+    pub use_graph: Option<bool>,
+    /// Re-score the top `search.rerank_candidates` fused hits with the cross-encoder
+    /// (422 `reranker_unavailable` when none is installed).
     #[serde(default)]
     pub rerank: bool,
 }
@@ -88,7 +99,21 @@ pub struct Explain {
     pub bm25_rank: Option<usize>,
     pub vector_distance: Option<f32>,
     pub vector_rank: Option<usize>,
+    /// Concept-graph score (`Σ weight · idf` of the expanded concepts the chunk mentions).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub graph: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub graph_rank: Option<usize>,
+    /// Rank in the exact-phrase list.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phrase_rank: Option<usize>,
     pub fused: f32,
+    /// Cross-encoder score, when re-ranked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rerank: Option<f32>,
+    /// Rank before MMR diversification, when it moved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pre_mmr_rank: Option<usize>,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -115,6 +140,13 @@ pub struct SearchHit {
 pub struct SearchResponse {
     pub results: Vec<SearchHit>,
     pub mode: Mode,
+    /// The preset used.
+    pub context_type: String,
+    /// The concepts the query was expanded with (when the graph was used).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concepts: Option<Vec<crate::graph::Expansion>>,
+    /// Whether the cross-encoder re-scored the top hits.
+    pub reranked: bool,
     pub took_ms: f64,
     pub timing: SearchTiming,
 }
@@ -131,6 +163,12 @@ pub struct SearchTiming {
     pub vector_ms: f64,
     /// Fusion, snippets and shaping the results.
     pub fusion_ms: f64,
+    /// Graph expansion and scoring (0 without `use_graph`).
+    #[serde(default)]
+    pub graph_ms: f64,
+    /// Cross-encoder re-scoring (0 without `rerank`).
+    #[serde(default)]
+    pub rerank_ms: f64,
 }
 
 /// Weighted reciprocal rank fusion. Each list is ids in rank order (best first) with a weight.
@@ -159,10 +197,62 @@ pub fn rrf(lists: &[(&[String], f32)], k: f32) -> Vec<(String, f32)> {
         .collect()
 }
 
+/// Maximal marginal relevance: re-orders `relevance` (best first, scores in any scale) so that
+/// each next pick maximises `λ·rel − (1−λ)·max cos(pick, picked)`. `vectors` are unit length,
+/// one per item; an item without a vector counts as dissimilar to everything. Returns indices.
+pub fn mmr(relevance: &[f32], vectors: &[Option<&[f32]>], lambda: f32, k: usize) -> Vec<usize> {
+    let n = relevance.len();
+    // Relevance relative to the best (scores are non-negative: fused, or probabilities).
+    let hi = relevance.iter().fold(0.0f32, |h, &x| h.max(x));
+    let rel: Vec<f32> = relevance
+        .iter()
+        .map(|x| if hi > 0.0 { x / hi } else { *x })
+        .collect();
+    let mut picked: Vec<usize> = Vec::with_capacity(k.min(n));
+    let mut max_sim = vec![0.0f32; n];
+    let mut left: Vec<usize> = (0..n).collect();
+    while picked.len() < k && !left.is_empty() {
+        let (pos, _) = left
+            .iter()
+            .enumerate()
+            .map(|(p, &i)| (p, lambda * rel[i] - (1.0 - lambda) * max_sim[i]))
+            .fold((0, f32::NEG_INFINITY), |best, (p, v)| {
+                if v > best.1 {
+                    (p, v)
+                } else {
+                    best
+                }
+            });
+        let i = left.remove(pos);
+        picked.push(i);
+        if let Some(vi) = vectors[i] {
+            for &j in &left {
+                if let Some(vj) = vectors[j] {
+                    let c: f32 = vi.iter().zip(vj).map(|(a, b)| a * b).sum();
+                    max_sim[j] = max_sim[j].max(c);
+                }
+            }
+        }
+    }
+    picked
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn mmr_prefers_a_different_second_pick() {
+        let a = [1.0f32, 0.0];
+        let dup = [1.0f32, 0.0];
+        let other = [0.0f32, 1.0];
+        let v = [Some(&a[..]), Some(&dup[..]), Some(&other[..])];
+        // The duplicate is slightly more relevant than the other, but MMR takes the other.
+        assert_eq!(mmr(&[1.0, 0.9, 0.8], &v, 0.7, 3), vec![0, 2, 1]);
+        // λ = 1 keeps the relevance order.
+        assert_eq!(mmr(&[1.0, 0.9, 0.8], &v, 1.0, 3), vec![0, 1, 2]);
+    }
 
     fn ids(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
@@ -225,6 +315,25 @@ mod tests {
             }
             // Deterministic.
             prop_assert_eq!(out.clone(), rrf(&[(&a, wa), (&b, wb)], 60.0));
+        }
+
+        #[test]
+        fn mmr_is_a_permutation_led_by_the_best(rel in proptest::collection::vec(0.0f32..1.0, 1..30), lambda in 0.0f32..=1.0) {
+            let vecs: Vec<[f32; 2]> = rel.iter().enumerate().map(|(i, _)| {
+                let t = i as f32 * 0.7;
+                [t.cos(), t.sin()]
+            }).collect();
+            let refs: Vec<Option<&[f32]>> = vecs.iter().map(|v| Some(&v[..])).collect();
+            let out = mmr(&rel, &refs, lambda, rel.len());
+            let mut sorted = out.clone();
+            sorted.sort();
+            prop_assert_eq!(sorted, (0..rel.len()).collect::<Vec<_>>());
+            // The first pick is always a most relevant item (nothing is picked yet to differ from).
+            let best = rel.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            prop_assert_eq!(rel[out[0]], best);
+            if lambda == 1.0 {
+                for w in out.windows(2) { prop_assert!(rel[w[0]] >= rel[w[1]]); }
+            }
         }
 
         #[test]

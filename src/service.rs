@@ -6,6 +6,8 @@
 //! searches of memory or threads.
 
 use std::collections::{HashMap, HashSet};
+
+use crate::rerank::Reranker as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -56,6 +58,9 @@ impl IngestStatus {
 pub struct ErrorBody {
     pub code: String,
     pub message: String,
+    /// Close matches for an unknown name (`concept_not_found` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suggestions: Option<Vec<String>>,
 }
 
 impl From<&Error> for ErrorBody {
@@ -68,6 +73,7 @@ impl From<&Error> for ErrorBody {
         Self {
             code: e.code().to_string(),
             message,
+            suggestions: None,
         }
     }
 }
@@ -160,8 +166,19 @@ pub struct Stats {
     pub embedding_model: String,
     pub embedding_dim: usize,
     pub ann_index: AnnInfo,
+    /// The concept graph: concepts, co-occurrence edges (distinct pairs) and mentions.
+    pub graph: GraphStats,
+    /// The cross-encoder reranker, when one is installed.
+    pub reranker: Option<String>,
     /// The answer generator and its counters since start.
     pub generator: GeneratorStats,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct GraphStats {
+    pub concepts: usize,
+    pub edges: usize,
+    pub mentions: usize,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -208,6 +225,8 @@ pub struct Cairn {
     pub config: Config,
     pub store: Arc<Store>,
     pub embedder: Arc<dyn Embedder>,
+    /// The cross-encoder for `rerank`; `None` when none is installed.
+    pub reranker: Option<Arc<dyn crate::rerank::Reranker>>,
     /// The answer generator; `None` = retrieval-only answers.
     pub generator: Option<Arc<dyn crate::generate::Generator>>,
     /// API keys and JWT verification.
@@ -275,15 +294,25 @@ impl Cairn {
             )
             .await?,
         );
+        let models = config.models.clone();
+        let reranker: Option<Arc<dyn crate::rerank::Reranker>> =
+            match blocking(move || crate::rerank::OnnxReranker::load(&models)).await?? {
+                Some(r) => {
+                    tracing::info!(model = r.name(), "cross-encoder reranker loaded");
+                    Some(Arc::new(r))
+                }
+                None => None,
+            };
         let permits = Semaphore::new(config.server.max_concurrent_embeds.max(1));
         let auth = Arc::new(crate::auth::Auth::open(&config.auth, &config.data_dir).await?);
         let limits = Arc::new(crate::auth::limits::Limits::open(
             &config.auth,
             &config.data_dir,
         )?);
-        Ok(Self {
+        let cairn = Self {
             store,
             embedder,
+            reranker,
             generator: None,
             auth,
             limits,
@@ -293,6 +322,107 @@ impl Cairn {
             query_cache: (config.search.query_cache_size > 0)
                 .then(|| quick_cache::sync::Cache::new(config.search.query_cache_size)),
             config,
+        };
+        if writable && cairn.store.concepts.created && cairn.config.graph.concepts_per_chunk > 0 {
+            cairn.backfill_concepts().await?;
+        }
+        Ok(cairn)
+    }
+
+    /// Extracts the concepts of every stored chunk: a data dir written before the concept
+    /// graph existed gets its graph on first open.
+    async fn backfill_concepts(&self) -> Result<()> {
+        let sources = self.store.vectors.sources_where(None).await?;
+        if sources.is_empty() {
+            return Ok(());
+        }
+        tracing::warn!(
+            sources = sources.len(),
+            "data dir predates the concept graph: extracting concepts from the stored chunks"
+        );
+        for part in sources.chunks(200) {
+            let ids: Vec<String> = part.iter().map(|s| s.id.clone()).collect();
+            let chunks = self
+                .store
+                .vectors
+                .chunks_where(crate::store::vector::sql_in("source_id", &ids))
+                .await?;
+            let mut by_source: std::collections::BTreeMap<&str, Vec<&ChunkRecord>> =
+                Default::default();
+            for c in &chunks {
+                by_source.entry(c.source_id.as_str()).or_default().push(c);
+            }
+            let mut mentions = Vec::new();
+            for (_, mut cs) in by_source {
+                cs.sort_by_key(|c| c.ordinal);
+                mentions.extend(self.source_mentions(cs.into_iter()));
+            }
+            let write = self.concept_write(mentions).await?;
+            self.store.add_concepts(write).await?;
+        }
+        Ok(())
+    }
+
+    /// The mention rows of one source's chunks (in order): acronyms are defined once per
+    /// source and recognised in all its chunks.
+    fn source_mentions<'a>(
+        &self,
+        chunks: impl Iterator<Item = &'a ChunkRecord> + Clone,
+    ) -> Vec<crate::graph::MentionRow> {
+        let whole: String = chunks
+            .clone()
+            .map(|c| c.text.as_str())
+            .collect::<Vec<_>>()
+            .join("\n");
+        let acr = crate::concepts::acronyms(&whole);
+        chunks.flat_map(|c| self.mentions_of(c, &acr)).collect()
+    }
+
+    /// The mention rows of one chunk (the first chunk of a source also reads its title).
+    fn mentions_of(
+        &self,
+        c: &ChunkRecord,
+        acr: &std::collections::BTreeMap<String, Vec<String>>,
+    ) -> Vec<crate::graph::MentionRow> {
+        let per_chunk = self.config.graph.concepts_per_chunk;
+        let text = if c.ordinal == 0 && !c.title.is_empty() {
+            format!("{}.\n{}", c.title, c.text)
+        } else {
+            c.text.clone()
+        };
+        crate::concepts::extract(&text, per_chunk, acr)
+            .into_iter()
+            .map(|m| crate::graph::MentionRow {
+                concept_id: crate::concepts::slug(&m.key),
+                chunk_id: c.chunk_id.clone(),
+                source_id: c.source_id.clone(),
+                content_hash: c.content_hash.clone(),
+                surface: m.surfaces_joined(),
+                score: m.score,
+            })
+            .collect()
+    }
+
+    /// Mentions plus the name embeddings of the concepts the store does not know yet.
+    async fn concept_write(
+        &self,
+        mentions: Vec<crate::graph::MentionRow>,
+    ) -> Result<crate::store::ConceptWrite> {
+        let mut names: std::collections::BTreeMap<String, String> = Default::default();
+        {
+            let g = self.store.graph_read();
+            for m in &mentions {
+                if !g.contains(&m.concept_id) {
+                    let main = m.surface.split('|').next().unwrap_or_default().to_string();
+                    names.entry(m.concept_id.clone()).or_insert(main);
+                }
+            }
+        }
+        let (ids, texts): (Vec<String>, Vec<String>) = names.into_iter().unzip();
+        let vectors = self.embed(texts).await?;
+        Ok(crate::store::ConceptWrite {
+            mentions,
+            vectors: ids.into_iter().zip(vectors).collect(),
         })
     }
 
@@ -331,12 +461,14 @@ impl Cairn {
 
     /// Everything that changes the stored chunks: a change re-ingests unchanged files too.
     fn pipeline_signature(&self) -> String {
+        // `c1`: the concept extractor's version, so a changed extractor re-ingests.
         format!(
-            "v1|{}|{}|{}|{}",
+            "v1|{}|{}|{}|{}|c1:{}",
             self.embedder.name(),
             self.embedder.dim(),
             self.config.chunking.max_tokens,
-            self.config.chunking.overlap_tokens
+            self.config.chunking.overlap_tokens,
+            self.config.graph.concepts_per_chunk
         )
     }
 
@@ -627,10 +759,21 @@ impl Cairn {
                 error: None,
             });
         }
+        // Concepts: acronyms are defined once per source and recognised in all its chunks.
+        let mut mentions = Vec::new();
+        if self.config.graph.concepts_per_chunk > 0 {
+            let mut start = 0;
+            for s in &sources {
+                let n = s.chunk_count as usize;
+                mentions.extend(self.source_mentions(records[start..start + n].iter()));
+                start += n;
+            }
+        }
+        let concepts = self.concept_write(mentions).await?;
         // The store skips sources that another request stored with the same content meanwhile.
         let written: HashSet<String> = self
             .store
-            .upsert(sources, records)
+            .upsert(sources, records, concepts)
             .await?
             .into_iter()
             .collect();
@@ -702,48 +845,22 @@ impl Cairn {
                 "limit must be between 1 and {max_limit}"
             )));
         }
-        match req.context_type.as_deref() {
-            None | Some("balanced") => {}
-            Some(other) => {
-                return Err(Error::InvalidInput(format!(
-                    "unknown context_type `{other}` (available: balanced)"
-                )))
-            }
-        }
-        if req.use_graph {
-            return Err(Error::Unavailable {
-                code: "graph_unavailable",
-                message: "use_graph needs the concept graph, which this build does not have yet"
-                    .into(),
-            });
-        }
-        if req.rerank {
-            return Err(Error::Unavailable {
-                code: "reranker_unavailable",
-                message: "rerank needs a cross-encoder model; none is installed (see docs/configuration.md)".into(),
-            });
-        }
-        let w = req.weights.unwrap_or_default();
-        let wk = w.keyword.unwrap_or(self.config.search.keyword_weight);
-        let wv = w.vector.unwrap_or(self.config.search.vector_weight);
-        for x in [wk, wv] {
-            if !x.is_finite() || x < 0.0 {
-                return Err(Error::InvalidInput(
-                    "weights must be finite and non-negative".into(),
-                ));
-            }
-        }
-        if req.mode == Mode::Hybrid && wk == 0.0 && wv == 0.0 {
-            return Err(Error::InvalidInput(
-                "at least one weight must be positive".into(),
-            ));
-        }
+        let plan = self.plan(&req)?;
         let k = self.config.search.candidates.max(limit * 2);
-        let span = tracing::info_span!("search", mode = req.mode.as_str(), limit);
+        let span = tracing::info_span!(
+            "search",
+            mode = req.mode.as_str(),
+            limit,
+            context_type = %plan.preset,
+            use_graph = plan.use_graph,
+            rerank = req.rerank
+        );
         async move {
+            let (wk, wv) = (plan.keyword, plan.vector);
             let run_kw = req.mode != Mode::Vector && (req.mode == Mode::Keyword || wk > 0.0);
             let run_vec = req.mode != Mode::Keyword && (req.mode == Mode::Vector || wv > 0.0);
-            // BM25 (blocking thread) and embedding + vector search run concurrently.
+            let need_vec = run_vec || (plan.use_graph && plan.expand) || plan.mmr_lambda < 1.0;
+            // BM25 (blocking thread) and embedding + vector search + graph run concurrently.
             let kw = self.store.keywords.clone();
             let (kq, kf, boost) = (
                 query.clone(),
@@ -762,34 +879,68 @@ impl Cairn {
             }
             .instrument(tracing::info_span!("keyword"));
             let vector = async {
-                if run_vec {
-                    let t = Instant::now();
-                    let v = self
-                        .embed_query(&query)
-                        .instrument(tracing::info_span!("embed"))
-                        .await?;
-                    let embed_ms = ms_since(t);
-                    let t = Instant::now();
-                    let hits = self
-                        .store
-                        .vectors
-                        .search(&v, k, req.filters.to_sql())
-                        .instrument(tracing::info_span!("vector"))
-                        .await?;
-                    Ok::<_, Error>((hits, embed_ms, ms_since(t)))
+                let t = Instant::now();
+                let v = if need_vec {
+                    Some(
+                        self.embed_query(&query)
+                            .instrument(tracing::info_span!("embed"))
+                            .await?,
+                    )
                 } else {
-                    Ok((Vec::new(), 0.0, 0.0))
-                }
+                    None
+                };
+                let embed_ms = if need_vec { ms_since(t) } else { 0.0 };
+                let vec_search = async {
+                    let t = Instant::now();
+                    match (&v, run_vec) {
+                        (Some(v), true) => {
+                            let hits = self
+                                .store
+                                .vectors
+                                .search(v, k, req.filters.to_sql())
+                                .instrument(tracing::info_span!("vector"))
+                                .await?;
+                            Ok::<_, Error>((hits, ms_since(t)))
+                        }
+                        _ => Ok((Vec::new(), 0.0)),
+                    }
+                };
+                let graph = async {
+                    if !plan.use_graph {
+                        return Ok::<_, Error>((None, Vec::new(), 0.0));
+                    }
+                    let t = Instant::now();
+                    let (expansion, scored) = self
+                        .graph_candidates(&query, v.clone(), &plan, &req.filters, k)
+                        .instrument(tracing::info_span!("graph"))
+                        .await?;
+                    Ok((Some(expansion), scored, ms_since(t)))
+                };
+                let (vs, gr) = tokio::join!(vec_search, graph);
+                let (hits, vector_ms) = vs?;
+                let (expansion, graph_hits, graph_ms) = gr?;
+                Ok::<_, Error>((
+                    hits, v, embed_ms, vector_ms, expansion, graph_hits, graph_ms,
+                ))
             };
             let (keyword, vector) = tokio::join!(keyword, vector);
             let (kw_hits, snippets, keyword_ms) = keyword?;
-            let (vec_hits, embed_ms, vector_ms) = vector?;
+            let (vec_hits, qvec, embed_ms, vector_ms, expansion, graph_hits, graph_ms) = vector?;
             let fusion_started = Instant::now();
             let fusion_span = tracing::info_span!("fusion").entered();
             let mut chunks: HashMap<String, ChunkRecord> = HashMap::new();
             let mut explain: HashMap<String, Explain> = HashMap::new();
             let kw_ids: Vec<String> = kw_hits.iter().map(|h| h.chunk.chunk_id.clone()).collect();
             let vec_ids: Vec<String> = vec_hits.iter().map(|(c, _)| c.chunk_id.clone()).collect();
+            let graph_ids: Vec<String> = graph_hits.iter().map(|(c, _)| c.clone()).collect();
+            let phrase_ids: Vec<String> = if plan.phrase > 0.0 {
+                phrase_list(&query, kw_hits.iter().map(|h| &h.chunk))
+            } else {
+                Vec::new()
+            };
+            for (i, id) in phrase_ids.iter().enumerate() {
+                explain.entry(id.clone()).or_default().phrase_rank = Some(i + 1);
+            }
             for (i, h) in kw_hits.into_iter().enumerate() {
                 let e = explain.entry(h.chunk.chunk_id.clone()).or_default();
                 e.bm25 = Some(h.score);
@@ -802,8 +953,21 @@ impl Cairn {
                 e.vector_rank = Some(i + 1);
                 chunks.insert(c.chunk_id.clone(), c);
             }
-            let ranked: Vec<(String, f32)> = match req.mode {
-                Mode::Hybrid => rrf(&[(&kw_ids, wk), (&vec_ids, wv)], self.config.search.rrf_k),
+            for (i, (c, score)) in graph_hits.into_iter().enumerate() {
+                let e = explain.entry(c).or_default();
+                e.graph = Some((score * 1e4).round() / 1e4);
+                e.graph_rank = Some(i + 1);
+            }
+            let mut ranked: Vec<(String, f32)> = match req.mode {
+                Mode::Hybrid => rrf(
+                    &[
+                        (&kw_ids, wk),
+                        (&vec_ids, wv),
+                        (&graph_ids, if plan.use_graph { plan.graph } else { 0.0 }),
+                        (&phrase_ids, plan.phrase),
+                    ],
+                    self.config.search.rrf_k,
+                ),
                 Mode::Keyword => kw_ids
                     .iter()
                     .map(|id| (id.clone(), explain[id].bm25.unwrap_or(0.0)))
@@ -813,14 +977,53 @@ impl Cairn {
                     .map(|id| (id.clone(), 1.0 - explain[id].vector_distance.unwrap_or(1.0)))
                     .collect(),
             };
+            for (id, score) in &ranked {
+                if let Some(e) = explain.get_mut(id) {
+                    e.fused = *score;
+                }
+            }
+            drop(fusion_span);
+            // Graph-only hits are fetched (with the filters) only if they rank high enough.
+            let need = limit
+                .max(if req.rerank {
+                    self.config.search.rerank_candidates
+                } else {
+                    0
+                })
+                .max(if plan.mmr_lambda < 1.0 {
+                    (3 * limit).min(100)
+                } else {
+                    0
+                });
+            self.fetch_missing(&mut ranked, &mut chunks, need, &req.filters)
+                .await?;
+            let mut rerank_ms = 0.0;
+            if req.rerank {
+                let t = Instant::now();
+                ranked = self
+                    .rerank(&query, ranked, &chunks, &mut explain)
+                    .instrument(tracing::info_span!("rerank"))
+                    .await?;
+                rerank_ms = ms_since(t);
+            }
+            if plan.mmr_lambda < 1.0 {
+                ranked = self
+                    .diversify(
+                        ranked,
+                        qvec.as_deref().map(|v| v.as_slice()),
+                        plan.mmr_lambda,
+                        limit,
+                        &mut explain,
+                    )
+                    .await?;
+            }
             let max_chars = self.config.search.snippet_chars;
             let results: Vec<SearchHit> = ranked
                 .into_iter()
                 .take(limit)
                 .filter_map(|(id, score)| {
                     let c = chunks.remove(&id)?;
-                    let mut e = explain.remove(&id).unwrap_or_default();
-                    e.fused = score;
+                    let e = explain.remove(&id).unwrap_or_default();
                     let snippet = make_snippet(snippets.as_ref(), &c.text, max_chars);
                     Some(SearchHit {
                         chunk_id: c.chunk_id,
@@ -843,12 +1046,13 @@ impl Cairn {
                     })
                 })
                 .collect();
-            drop(fusion_span);
             let timing = record_stages(SearchTiming {
                 embed_ms,
                 keyword_ms,
                 vector_ms,
-                fusion_ms: ms_since(fusion_started),
+                fusion_ms: ms_since(fusion_started) - rerank_ms,
+                graph_ms,
+                rerank_ms,
             });
             let took_ms = ms_since(started);
             tracing::info!(
@@ -857,18 +1061,352 @@ impl Cairn {
                 embed_ms = timing.embed_ms,
                 keyword_ms = timing.keyword_ms,
                 vector_ms = timing.vector_ms,
+                graph_ms = timing.graph_ms,
+                rerank_ms = timing.rerank_ms,
                 fusion_ms = timing.fusion_ms,
                 "search finished"
             );
             Ok(SearchResponse {
                 results,
                 mode: req.mode,
+                context_type: plan.preset.clone(),
+                concepts: expansion,
+                reranked: req.rerank,
                 took_ms,
                 timing,
             })
         }
         .instrument(span)
         .await
+    }
+
+    /// Resolves a request's preset, weights and options, refusing what cannot run.
+    fn plan(&self, req: &SearchRequest) -> Result<SearchPlan> {
+        let presets = &self.config.search.presets;
+        let name = req.context_type.as_deref().unwrap_or("balanced");
+        let preset = presets.get(name).ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "unknown context_type `{name}` (available: {})",
+                presets.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))
+        })?;
+        let w = req.weights.unwrap_or_default();
+        let s = &self.config.search;
+        let plan = SearchPlan {
+            preset: name.to_string(),
+            keyword: w
+                .keyword
+                .or(preset.keyword_weight)
+                .unwrap_or(s.keyword_weight),
+            vector: w.vector.or(preset.vector_weight).unwrap_or(s.vector_weight),
+            graph: w.graph.unwrap_or(preset.graph_weight),
+            phrase: if req.mode == Mode::Hybrid {
+                w.phrase.unwrap_or(preset.phrase_weight)
+            } else {
+                0.0
+            },
+            use_graph: match req.use_graph {
+                Some(true) if req.mode != Mode::Hybrid => {
+                    return Err(Error::InvalidInput(
+                        "use_graph adds a list to hybrid fusion: it needs mode `hybrid`".into(),
+                    ))
+                }
+                Some(u) => u,
+                None => preset.use_graph && req.mode == Mode::Hybrid,
+            },
+            expand: preset.expand,
+            mmr_lambda: preset.mmr_lambda,
+        };
+        for x in [plan.keyword, plan.vector, plan.graph, plan.phrase] {
+            if !x.is_finite() || x < 0.0 {
+                return Err(Error::InvalidInput(
+                    "weights must be finite and non-negative".into(),
+                ));
+            }
+        }
+        if req.mode == Mode::Hybrid && plan.keyword == 0.0 && plan.vector == 0.0 {
+            return Err(Error::InvalidInput(
+                "at least one of the keyword and vector weights must be positive".into(),
+            ));
+        }
+        if plan.use_graph && self.config.graph.concepts_per_chunk == 0 {
+            return Err(Error::Unavailable {
+                code: "graph_unavailable",
+                message: "use_graph needs the concept graph, and concept extraction is off \
+                          (graph.concepts_per_chunk = 0)"
+                    .into(),
+            });
+        }
+        if req.rerank && self.reranker.is_none() {
+            return Err(Error::Unavailable {
+                code: "reranker_unavailable",
+                message: crate::rerank::install_hint(),
+            });
+        }
+        Ok(plan)
+    }
+
+    /// The graph's list for a search: the query's expansion and the chunk ids it scores
+    /// (already restricted to `filters.source_ids`; the other filters apply when a graph-only
+    /// hit is fetched, see [`Cairn::fetch_missing`]).
+    async fn graph_candidates(
+        &self,
+        query: &str,
+        qvec: Option<Arc<Vec<f32>>>,
+        plan: &SearchPlan,
+        filters: &crate::store::Filters,
+        k: usize,
+    ) -> Result<(Vec<crate::graph::Expansion>, Vec<(String, f32)>)> {
+        let g = self.store.graph.clone();
+        let opts = crate::graph::ExpandOptions {
+            min_similarity: if plan.expand {
+                self.config.graph.match_min_similarity
+            } else {
+                f32::INFINITY
+            },
+            neighbours: if plan.expand {
+                self.config.graph.expand_neighbours
+            } else {
+                0
+            },
+            min_weight: self.config.graph.expand_min_weight,
+        };
+        let q = query.to_string();
+        let sources: Option<HashSet<String>> =
+            (!filters.source_ids.is_empty()).then(|| filters.source_ids.iter().cloned().collect());
+        blocking(move || {
+            let g = g.read().unwrap_or_else(|e| e.into_inner());
+            let e = g.expand(&q, qvec.as_deref().map(|v| v.as_slice()), opts);
+            let s = g.score_chunks(&e, sources.as_ref(), k);
+            (e, s)
+        })
+        .await
+    }
+
+    /// Makes sure the first `need` ranked ids have their chunk rows: the missing ones (hits
+    /// only the graph found) are read from LanceDB with the request's filters, and those the
+    /// filters reject leave the ranking.
+    async fn fetch_missing(
+        &self,
+        ranked: &mut Vec<(String, f32)>,
+        chunks: &mut HashMap<String, ChunkRecord>,
+        need: usize,
+        filters: &crate::store::Filters,
+    ) -> Result<()> {
+        for _ in 0..4 {
+            let missing: Vec<String> = ranked
+                .iter()
+                .take(need)
+                .filter(|(id, _)| !chunks.contains_key(id))
+                .map(|(id, _)| id.clone())
+                .collect();
+            if missing.is_empty() {
+                return Ok(());
+            }
+            let mut pred = crate::store::vector::sql_in("chunk_id", &missing);
+            if let Some(f) = filters.to_sql() {
+                pred = format!("({pred}) AND {f}");
+            }
+            for c in self.store.vectors.chunks_where(pred).await? {
+                chunks.insert(c.chunk_id.clone(), c);
+            }
+            let rejected: HashSet<String> = missing
+                .into_iter()
+                .filter(|id| !chunks.contains_key(id))
+                .collect();
+            ranked.retain(|(id, _)| !rejected.contains(id));
+        }
+        Ok(())
+    }
+
+    /// Re-scores the top `search.rerank_candidates` with the cross-encoder. With
+    /// `search.rerank_fused_weight` 0 they are ordered and scored by its probability; above 0
+    /// by RRF over the cross-encoder's order and the fused order. The rest keep their fused
+    /// order, scaled below the last re-ranked score.
+    async fn rerank(
+        &self,
+        query: &str,
+        ranked: Vec<(String, f32)>,
+        chunks: &HashMap<String, ChunkRecord>,
+        explain: &mut HashMap<String, Explain>,
+    ) -> Result<Vec<(String, f32)>> {
+        let Some(rr) = self.reranker.clone() else {
+            return Err(Error::Unavailable {
+                code: "reranker_unavailable",
+                message: crate::rerank::install_hint(),
+            });
+        };
+        let n = self.config.search.rerank_candidates.min(ranked.len());
+        let (head, tail) = ranked.split_at(n);
+        let passages: Vec<String> = head
+            .iter()
+            .map(|(id, _)| {
+                chunks
+                    .get(id)
+                    .map(|c| rerank_input(&c.title, &c.text))
+                    .unwrap_or_default()
+            })
+            .collect();
+        let q = query.to_string();
+        let _permit = self.embed_permit().await?;
+        let logits = blocking(move || rr.score(&q, &passages)).await??;
+        let probs: Vec<f32> = logits.iter().map(|l| 1.0 / (1.0 + (-l).exp())).collect();
+        for ((id, _), p) in head.iter().zip(&probs) {
+            if let Some(e) = explain.get_mut(id) {
+                e.rerank = Some(*p);
+            }
+        }
+        let mut out: Vec<(String, f32)> = head
+            .iter()
+            .zip(&probs)
+            .map(|((id, _), p)| (id.clone(), *p))
+            .collect();
+        let blend = self.config.search.rerank_fused_weight;
+        if blend > 0.0 {
+            // The cross-encoder's order and the fused order, fused again by RRF: a small
+            // cross-encoder corrects the fused ranking instead of replacing it.
+            let ce_order: Vec<String> = {
+                let mut v = out.clone();
+                v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                v.into_iter().map(|(id, _)| id).collect()
+            };
+            let fused_order: Vec<String> = head.iter().map(|(id, _)| id.clone()).collect();
+            out = rrf(
+                &[(&ce_order, 1.0), (&fused_order, blend)],
+                self.config.search.rrf_k,
+            );
+        } else {
+            out.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        }
+        let floor = out.last().map_or(1.0, |x| x.1);
+        let top_tail = tail.first().map_or(1.0, |x| x.1).max(f32::MIN_POSITIVE);
+        out.extend(
+            tail.iter()
+                .map(|(id, s)| (id.clone(), floor * 0.999 * (s / top_tail))),
+        );
+        Ok(out)
+    }
+
+    /// MMR over the top `3 × limit` hits (at most 100) with the chunks' stored vectors.
+    async fn diversify(
+        &self,
+        ranked: Vec<(String, f32)>,
+        _query: Option<&[f32]>,
+        lambda: f32,
+        limit: usize,
+        explain: &mut HashMap<String, Explain>,
+    ) -> Result<Vec<(String, f32)>> {
+        let m = (limit * 3).min(100).min(ranked.len());
+        if m < 2 {
+            return Ok(ranked);
+        }
+        let (head, tail) = ranked.split_at(m);
+        let ids: Vec<String> = head.iter().map(|(id, _)| id.clone()).collect();
+        let vecs = self.store.vectors.vectors_of(&ids).await?;
+        let rel: Vec<f32> = head.iter().map(|(_, s)| *s).collect();
+        let refs: Vec<Option<&[f32]>> = ids
+            .iter()
+            .map(|id| vecs.get(id).map(|v| v.as_slice()))
+            .collect();
+        let order = crate::search::mmr(&rel, &refs, lambda, m);
+        let mut out: Vec<(String, f32)> = Vec::with_capacity(ranked.len());
+        for (new_rank, &i) in order.iter().enumerate() {
+            if new_rank != i {
+                if let Some(e) = explain.get_mut(&head[i].0) {
+                    e.pre_mmr_rank = Some(i + 1);
+                }
+            }
+            out.push(head[i].clone());
+        }
+        // Scores follow the new order (non-increasing), keeping each hit's own where it can.
+        let mut cap = f32::INFINITY;
+        for x in out.iter_mut() {
+            x.1 = x.1.min(cap);
+            cap = x.1;
+        }
+        out.extend(tail.iter().cloned().map(|(id, s)| (id, s.min(cap))));
+        Ok(out)
+    }
+
+    /// Concepts matching a text: exact name or alias, then lexical overlap, then embedding
+    /// similarity.
+    pub async fn concepts(
+        &self,
+        query: &str,
+        limit: usize,
+    ) -> Result<Vec<crate::graph::ConceptMatch>> {
+        let q = query.trim().to_string();
+        if q.is_empty() || q.chars().count() > 200 {
+            return Err(Error::InvalidInput(
+                "the concept query must be 1 to 200 characters".into(),
+            ));
+        }
+        if limit == 0 || limit > 100 {
+            return Err(Error::InvalidInput(
+                "limit must be between 1 and 100".into(),
+            ));
+        }
+        let v = self.embed_query(&q).await?;
+        let g = self.store.graph.clone();
+        blocking(move || {
+            let g = g.read().unwrap_or_else(|e| e.into_inner());
+            g.find(&q, Some(&v), limit)
+        })
+        .await
+    }
+
+    /// The neighbourhood of a concept (by id, name or alias). An unknown concept is a 404
+    /// whose message suggests the closest known ones.
+    pub async fn graph(
+        &self,
+        concept: &str,
+        depth: usize,
+        limit: usize,
+        min_weight: f32,
+    ) -> Result<crate::graph::Neighbourhood> {
+        if !(1..=3).contains(&depth) {
+            return Err(Error::InvalidInput("depth must be 1, 2 or 3".into()));
+        }
+        if limit == 0 || limit > 200 {
+            return Err(Error::InvalidInput(
+                "limit must be between 1 and 200".into(),
+            ));
+        }
+        if !min_weight.is_finite() || !(0.0..=1.0).contains(&min_weight) {
+            return Err(Error::InvalidInput(
+                "min_weight must be between 0 and 1".into(),
+            ));
+        }
+        let c = concept.trim().to_string();
+        if c.is_empty() || c.chars().count() > 200 {
+            return Err(Error::InvalidInput(
+                "the concept must be 1 to 200 characters".into(),
+            ));
+        }
+        let g = self.store.graph.clone();
+        let similar = self.config.graph.similar_min;
+        let c2 = c.clone();
+        let found = blocking(move || {
+            let g = g.read().unwrap_or_else(|e| e.into_inner());
+            g.resolve(&c2)
+                .map(|i| g.neighbourhood(i, depth, limit, min_weight, Some(similar)))
+        })
+        .await?;
+        if let Some(n) = found {
+            return Ok(n);
+        }
+        let v = self.embed_query(&c).await?;
+        let g = self.store.graph.clone();
+        let c2 = c.clone();
+        let suggestions = blocking(move || {
+            let g = g.read().unwrap_or_else(|e| e.into_inner());
+            g.suggest(&c2, Some(&v), 5)
+        })
+        .await?;
+        Err(Error::UnknownConcept {
+            name: c,
+            suggestions,
+        })
     }
 
     pub async fn list_sources(&self, limit: usize, cursor: Option<&str>) -> Result<SourcePage> {
@@ -980,6 +1518,12 @@ impl Cairn {
             embedding_model: self.embedder.name().to_string(),
             embedding_dim: self.embedder.dim(),
             ann_index: ann,
+            graph: GraphStats {
+                concepts: s.concepts,
+                edges: s.concept_edges,
+                mentions: s.mentions,
+            },
+            reranker: self.reranker.as_ref().map(|r| r.name().to_string()),
             generator: GeneratorStats {
                 backend: self
                     .generator
@@ -1085,12 +1629,70 @@ impl Drop for QueueDepth {
     }
 }
 
+/// What a search request resolves to once its preset and overrides are applied.
+struct SearchPlan {
+    preset: String,
+    keyword: f32,
+    vector: f32,
+    graph: f32,
+    phrase: f32,
+    use_graph: bool,
+    expand: bool,
+    mmr_lambda: f32,
+}
+
+/// The text a cross-encoder reads for a chunk (as `scripts/build-reranker` trained it).
+pub fn rerank_input(title: &str, text: &str) -> String {
+    if title.is_empty() {
+        text.to_string()
+    } else {
+        format!("{title} {text}")
+    }
+}
+
+/// The exact-phrase list: keyword hits that contain a phrase of the query verbatim (after
+/// normalising case, punctuation and plurals), most phrases first, then in BM25 order. The
+/// phrases are the query's quoted parts, or else its multi-word key phrases.
+fn phrase_list<'a>(query: &str, hits: impl Iterator<Item = &'a ChunkRecord>) -> Vec<String> {
+    let quoted: Vec<&str> = query.split('"').skip(1).step_by(2).collect();
+    let mut phrases: Vec<String> = quoted
+        .iter()
+        .filter_map(|q| crate::concepts::normalise(q))
+        .collect();
+    if phrases.is_empty() {
+        phrases = crate::concepts::extract(query, 16, &Default::default())
+            .into_iter()
+            .filter(|m| m.key.contains(' '))
+            .map(|m| m.key)
+            .collect();
+    }
+    if phrases.is_empty() {
+        return Vec::new();
+    }
+    let padded: Vec<String> = phrases.iter().map(|p| format!(" {p} ")).collect();
+    let mut matched: Vec<(usize, usize, String)> = hits
+        .enumerate()
+        .filter_map(|(rank, c)| {
+            let text = format!(
+                " {} ",
+                crate::concepts::normalise(&c.text).unwrap_or_default()
+            );
+            let n = padded.iter().filter(|p| text.contains(p.as_str())).count();
+            (n > 0).then(|| (n, rank, c.chunk_id.clone()))
+        })
+        .collect();
+    matched.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    matched.into_iter().map(|(_, _, id)| id).collect()
+}
+
 /// Records the stages that ran in `cairn_search_stage_seconds{stage}`.
 fn record_stages(t: SearchTiming) -> SearchTiming {
     for (stage, ms) in [
         ("embed", t.embed_ms),
         ("keyword", t.keyword_ms),
         ("vector", t.vector_ms),
+        ("graph", t.graph_ms),
+        ("rerank", t.rerank_ms),
         ("fusion", t.fusion_ms),
     ] {
         if ms > 0.0 {

@@ -28,6 +28,8 @@ pub struct ApiError {
     pub retry_after_s: Option<u64>,
     /// The real cause of an internal error, for the log only.
     pub internal: Option<String>,
+    /// Close matches for an unknown name (`concept_not_found`).
+    pub suggestions: Option<Vec<String>>,
 }
 
 /// Carried in the response extensions so the middleware can log the cause.
@@ -42,6 +44,7 @@ impl ApiError {
             message: message.into(),
             retry_after_s: None,
             internal: None,
+            suggestions: None,
         }
     }
 }
@@ -50,7 +53,7 @@ impl ApiError {
 pub fn status_of(e: &Error) -> StatusCode {
     match e {
         Error::InvalidInput(_) => StatusCode::UNPROCESSABLE_ENTITY,
-        Error::NotFound { .. } => StatusCode::NOT_FOUND,
+        Error::NotFound { .. } | Error::UnknownConcept { .. } => StatusCode::NOT_FOUND,
         Error::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         Error::Unreadable(_) => StatusCode::UNPROCESSABLE_ENTITY,
         Error::Unavailable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
@@ -69,6 +72,10 @@ impl From<Error> for ApiError {
             Error::Busy { retry_after_s } => Some(*retry_after_s),
             _ => None,
         };
+        let suggestions = match &e {
+            Error::UnknownConcept { suggestions, .. } => Some(suggestions.clone()),
+            _ => None,
+        };
         if e.is_internal() {
             Self {
                 status,
@@ -76,6 +83,7 @@ impl From<Error> for ApiError {
                 message: "internal error".into(),
                 retry_after_s,
                 internal: Some(e.to_string()),
+                suggestions: None,
             }
         } else {
             Self {
@@ -84,6 +92,7 @@ impl From<Error> for ApiError {
                 message: e.to_string(),
                 retry_after_s,
                 internal: None,
+                suggestions,
             }
         }
     }
@@ -155,6 +164,7 @@ impl IntoResponse for ApiError {
             error: ErrorBody {
                 code: self.code.to_string(),
                 message: self.message,
+                suggestions: self.suggestions,
             },
         };
         let mut resp = (self.status, Json(body)).into_response();

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod error;
+pub mod graph;
 pub mod guard;
 pub mod openai;
 pub mod openapi;
@@ -106,6 +107,8 @@ pub fn api_router(upload_limit: usize, json_limit: usize) -> OpenApiRouter<AppSt
         .merge(json_bodies)
         .routes(routes!(get_source, delete_source))
         .routes(routes!(admin::revoke_key))
+        .routes(routes!(graph::concepts))
+        .routes(routes!(graph::graph))
         .routes(routes!(stats))
         .routes(routes!(live))
         .routes(routes!(ready))

@@ -35,6 +35,7 @@ use crate::service::ErrorBody;
     components(schemas(ErrorResponse, ErrorBody, OpenAiErrorResponse, OpenAiErrorBody)),
     tags(
         (name = "search", description = "Hybrid, keyword and vector search"),
+        (name = "graph", description = "The concept graph: concepts and their neighbourhoods"),
         (name = "answers", description = "Cited answers, as JSON or server-sent events"),
         (name = "sources", description = "Add, list and delete documents"),
         (name = "admin", description = "API keys (scope `admin`)"),

@@ -18,6 +18,7 @@
 //! never in one index and not the other, and an acknowledged source is never lost.
 //! `cairn check` verifies the invariant over the whole store; `--repair` reconciles everything.
 
+pub mod concepts;
 pub mod keyword;
 pub mod vector;
 
@@ -31,6 +32,8 @@ use tokio::sync::Mutex;
 use tracing::Instrument;
 
 use crate::error::{Error, Result};
+use crate::graph::{ConceptGraph, MentionRow};
+use concepts::ConceptTables;
 use keyword::KeywordIndex;
 use vector::{sql_in, sql_str, VectorStore};
 
@@ -160,6 +163,12 @@ pub struct CheckReport {
     pub half_written_sources: Vec<String>,
     /// Journal entries left by an interrupted write.
     pub pending_journal: usize,
+    /// Concept rows that no committed mention refers to.
+    pub orphan_concepts: Vec<String>,
+    /// Mentions of a chunk that is not a committed chunk.
+    pub orphan_mentions: usize,
+    /// Mentions of a concept that has no row.
+    pub dangling_mentions: usize,
 }
 
 impl CheckReport {
@@ -170,6 +179,9 @@ impl CheckReport {
             && self.duplicate_chunks.is_empty()
             && self.half_written_sources.is_empty()
             && self.pending_journal == 0
+            && self.orphan_concepts.is_empty()
+            && self.orphan_mentions == 0
+            && self.dangling_mentions == 0
     }
 
     /// Source ids that a repair must reconcile.
@@ -196,6 +208,14 @@ impl CheckReport {
     }
 }
 
+/// The concept half of an upsert: the batch's mentions, and the name embeddings of the
+/// concepts they mention (needed only for concepts the store does not hold yet).
+#[derive(Debug, Default)]
+pub struct ConceptWrite {
+    pub mentions: Vec<MentionRow>,
+    pub vectors: HashMap<String, Vec<f32>>,
+}
+
 #[derive(Serialize, Deserialize)]
 struct JournalEntry {
     op: String,
@@ -207,6 +227,9 @@ pub struct Store {
     dir: PathBuf,
     pub vectors: VectorStore,
     pub keywords: Arc<KeywordIndex>,
+    pub concepts: ConceptTables,
+    /// The concept graph of the committed mentions (see `crate::graph`).
+    pub graph: Arc<std::sync::RwLock<ConceptGraph>>,
     writable: bool,
     /// Serialises writes: one batch at a time goes through the protocol above.
     write_lock: Mutex<()>,
@@ -221,6 +244,9 @@ pub struct StoreStats {
     pub vector_bytes: u64,
     pub keyword_bytes: u64,
     pub ann_index: Option<AnnState>,
+    pub concepts: usize,
+    pub concept_edges: usize,
+    pub mentions: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -287,17 +313,159 @@ impl Store {
             snippet_chars,
         )?);
         let vectors = VectorStore::open(&dir.join("lance"), dim).await?;
+        let concepts = ConceptTables::open(&dir.join("lance"), dim).await?;
         let store = Self {
             dir: dir.to_path_buf(),
             vectors,
             keywords,
+            concepts,
+            graph: Default::default(),
             writable,
             write_lock: Mutex::new(()),
         };
+        // The graph first: replaying the journal updates it like any write.
+        store.load_graph().await?;
         if writable {
             store.replay_journal().await?;
+            store.sync_all_concepts().await?;
         }
         Ok(store)
+    }
+
+    fn graph_write(&self) -> std::sync::RwLockWriteGuard<'_, ConceptGraph> {
+        self.graph.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn graph_read(&self) -> std::sync::RwLockReadGuard<'_, ConceptGraph> {
+        self.graph.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Builds the in-memory graph from the committed mentions and the concept rows' vectors.
+    async fn load_graph(&self) -> Result<()> {
+        let rows = self.concepts.all_concepts().await?;
+        let vectors: HashMap<String, Vec<f32>> =
+            rows.into_iter().map(|r| (r.id, r.vector)).collect();
+        let committed: HashMap<String, String> = self
+            .vectors
+            .sources_where(None)
+            .await?
+            .into_iter()
+            .map(|r| (r.id, r.content_hash))
+            .collect();
+        let mentions = self.concepts.mentions_where(None).await?;
+        let mut g = ConceptGraph::default();
+        let skipped = add_committed_mentions(
+            &mut g,
+            &mentions,
+            &committed,
+            &|id| vectors.get(id).cloned(),
+            &mut BTreeSet::new(),
+        );
+        if skipped > 0 {
+            tracing::warn!(
+                mentions = skipped,
+                "mentions of concepts without a row were skipped"
+            );
+        }
+        *self.graph_write() = g;
+        Ok(())
+    }
+
+    /// Makes the `concepts` table equal to the graph: rows for every live concept (frequency,
+    /// aliases), none for the others.
+    async fn sync_all_concepts(&self) -> Result<()> {
+        let stored: HashMap<String, RowKey> = self
+            .concepts
+            .all_concepts()
+            .await?
+            .into_iter()
+            .map(|r| (r.id.clone(), row_key(&r)))
+            .collect();
+        let (upsert, delete) = {
+            let g = self.graph_read();
+            let mut upsert = Vec::new();
+            for id in g.ids() {
+                let row = g.row(&id).expect("live concept");
+                if stored.get(&id) != Some(&row_key(&row)) {
+                    upsert.push(row);
+                }
+            }
+            let delete: Vec<String> = stored
+                .keys()
+                .filter(|id| !g.contains(id))
+                .cloned()
+                .collect();
+            (upsert, delete)
+        };
+        if !upsert.is_empty() || !delete.is_empty() {
+            tracing::info!(
+                updated = upsert.len(),
+                removed = delete.len(),
+                "concept rows brought in line with the mentions"
+            );
+        }
+        self.concepts.upsert_concepts(&upsert).await?;
+        self.concepts.delete_concepts(&delete).await?;
+        Ok(())
+    }
+
+    /// Writes the rows of the concepts a write touched, and deletes those no longer mentioned.
+    async fn sync_concepts(&self, touched: BTreeSet<String>) -> Result<()> {
+        let (upsert, delete) = {
+            let g = self.graph_read();
+            let mut upsert = Vec::new();
+            let mut delete = Vec::new();
+            for id in touched {
+                match g.row(&id) {
+                    Some(r) => upsert.push(r),
+                    None => delete.push(id),
+                }
+            }
+            (upsert, delete)
+        };
+        self.concepts.upsert_concepts(&upsert).await?;
+        self.concepts.delete_concepts(&delete).await?;
+        Ok(())
+    }
+
+    /// Replaces the graph's mentions of `sources` with their committed mentions in LanceDB.
+    async fn refresh_graph(&self, sources: &[String]) -> Result<BTreeSet<String>> {
+        let mut touched = BTreeSet::new();
+        let rows = if sources.is_empty() {
+            Vec::new()
+        } else {
+            self.vectors.get_sources(sources).await?
+        };
+        let committed: HashMap<String, String> =
+            rows.into_iter().map(|r| (r.id, r.content_hash)).collect();
+        let mut mentions = Vec::new();
+        for part in sources.chunks(200) {
+            mentions.extend(
+                self.concepts
+                    .mentions_where(Some(sql_in("source_id", part)))
+                    .await?,
+            );
+        }
+        let mut ids: Vec<String> = mentions.iter().map(|m| m.concept_id.clone()).collect();
+        ids.sort();
+        ids.dedup();
+        let stored = self.concepts.vectors_of(&ids).await?;
+        let mut g = self.graph_write();
+        g.remove_sources(sources, &mut touched);
+        let skipped = add_committed_mentions(
+            &mut g,
+            &mentions,
+            &committed,
+            &|id| stored.get(id).cloned(),
+            &mut touched,
+        );
+        if skipped > 0 {
+            tracing::warn!(
+                mentions = skipped,
+                "mentions of concepts without a row were skipped"
+            );
+        }
+        Ok(touched)
     }
 
     pub fn dir(&self) -> &Path {
@@ -373,20 +541,26 @@ impl Store {
         self: &Arc<Self>,
         sources: Vec<SourceRecord>,
         chunks: Vec<ChunkRecord>,
+        concepts: ConceptWrite,
     ) -> Result<Vec<String>> {
         self.require_writable()?;
         if sources.is_empty() {
             return Ok(Vec::new());
         }
         let this = self.clone();
-        run_to_completion(async move { this.upsert_locked(sources, chunks).await }).await
+        run_to_completion(async move { this.upsert_locked(sources, chunks, concepts).await }).await
     }
 
     async fn upsert_locked(
         &self,
         mut sources: Vec<SourceRecord>,
         mut chunks: Vec<ChunkRecord>,
+        concepts: ConceptWrite,
     ) -> Result<Vec<String>> {
+        let ConceptWrite {
+            mut mentions,
+            vectors,
+        } = concepts;
         let _g = self.write_lock.lock().await;
         let ids: Vec<String> = sources.iter().map(|s| s.id.clone()).collect();
         let stored: HashMap<String, String> = self
@@ -399,13 +573,29 @@ impl Store {
         let same = |id: &str, hash: &str| stored.get(id).is_some_and(|h| h == hash);
         sources.retain(|s| !same(&s.id, &s.content_hash));
         chunks.retain(|c| !same(&c.source_id, &c.content_hash));
+        mentions.retain(|m| !same(&m.source_id, &m.content_hash));
         if sources.is_empty() {
             return Ok(Vec::new());
         }
         let ids: Vec<String> = sources.iter().map(|s| s.id.clone()).collect();
+        // Vectors of every concept mentioned: the graph's for known ones, else the caller's.
+        let known: HashMap<String, Vec<f32>> = {
+            let g = self.graph_read();
+            mentions
+                .iter()
+                .filter_map(|m| {
+                    g.vector_of(&m.concept_id)
+                        .map(|v| (m.concept_id.clone(), v))
+                })
+                .collect()
+        };
+        let new_rows = new_concept_rows(&mentions, &|id| known.contains_key(id), &vectors)?;
         let journal = self.journal_begin("upsert", &ids)?;
         crash_point("after_journal");
+        // A new concept's row exists before any mention of it (see `concepts`).
+        self.concepts.upsert_concepts(&new_rows).await?;
         self.vectors.add_chunks(&chunks).await?;
+        self.concepts.add_mentions(&mentions).await?;
         crash_point("after_vectors");
         self.keywords.replace(&ids, &chunks)?;
         crash_point("after_keywords");
@@ -415,6 +605,18 @@ impl Store {
         sync_fs(&self.dir);
         crash_point("after_commit");
         self.delete_stale_vector_chunks(&sources).await?;
+        let mut touched = BTreeSet::new();
+        {
+            let committed: HashMap<String, String> = sources
+                .iter()
+                .map(|s| (s.id.clone(), s.content_hash.clone()))
+                .collect();
+            let mut g = self.graph_write();
+            g.remove_sources(&ids, &mut touched);
+            let lookup = |id: &str| known.get(id).or_else(|| vectors.get(id)).cloned();
+            add_committed_mentions(&mut g, &mentions, &committed, &lookup, &mut touched);
+        }
+        self.sync_concepts(touched).await?;
         self.journal_end(&journal)?;
         Ok(ids)
     }
@@ -431,9 +633,34 @@ impl Store {
                     )
                 })
                 .collect();
-            self.vectors.delete_chunks(&pred.join(" OR ")).await?;
+            let pred = pred.join(" OR ");
+            self.vectors.delete_chunks(&pred).await?;
+            self.concepts.delete_mentions(&pred).await?;
         }
         Ok(())
+    }
+
+    /// Adds mentions of already committed chunks (the backfill of a data dir written before
+    /// the concept graph): new concept rows first, then the mentions, then the graph.
+    pub async fn add_concepts(self: &Arc<Self>, write: ConceptWrite) -> Result<()> {
+        self.require_writable()?;
+        let this = self.clone();
+        run_to_completion(async move {
+            let _g = this.write_lock.lock().await;
+            let ConceptWrite { mentions, vectors } = write;
+            let new_rows = {
+                let g = this.graph_read();
+                new_concept_rows(&mentions, &|id| g.contains(id), &vectors)?
+            };
+            this.concepts.upsert_concepts(&new_rows).await?;
+            this.concepts.add_mentions(&mentions).await?;
+            let mut sources: Vec<String> = mentions.iter().map(|m| m.source_id.clone()).collect();
+            sources.sort();
+            sources.dedup();
+            let touched = this.refresh_graph(&sources).await?;
+            this.sync_concepts(touched).await
+        })
+        .await
     }
 
     /// Deletes sources from both indexes. Returns the ids that existed. Like `upsert`, the
@@ -466,7 +693,13 @@ impl Store {
             self.vectors
                 .delete_chunks(&sql_in("source_id", part))
                 .await?;
+            self.concepts
+                .delete_mentions(&sql_in("source_id", part))
+                .await?;
         }
+        let mut touched = BTreeSet::new();
+        self.graph_write().remove_sources(&existing, &mut touched);
+        self.sync_concepts(touched).await?;
         self.journal_end(&journal)?;
         Ok(existing)
     }
@@ -496,6 +729,9 @@ impl Store {
                 self.vectors
                     .delete_chunks(&sql_in("source_id", &orphans))
                     .await?;
+                self.concepts
+                    .delete_mentions(&sql_in("source_id", &orphans))
+                    .await?;
             }
             let committed: Vec<SourceRecord> = rows.values().cloned().collect();
             self.delete_stale_vector_chunks(&committed).await?;
@@ -523,6 +759,9 @@ impl Store {
                 self.vectors
                     .delete_chunks(&sql_in("source_id", &broken))
                     .await?;
+                self.concepts
+                    .delete_mentions(&sql_in("source_id", &broken))
+                    .await?;
                 removed.extend(broken.iter().cloned());
             }
             // 3. Tantivy: rewrite these sources from LanceDB.
@@ -539,6 +778,9 @@ impl Store {
                     .await?
             };
             self.keywords.replace(&part, &chunks)?;
+            // 4. The graph and the concept rows: from the surviving mentions.
+            let touched = self.refresh_graph(&part).await?;
+            self.sync_concepts(touched).await?;
         }
         Ok(removed)
     }
@@ -548,7 +790,51 @@ impl Store {
         let rows = self.vectors.sources_where(None).await?;
         let keys_v = self.vectors.chunk_keys(None).await?;
         let keys_k = self.keywords.all_keys()?;
-        self.compare(&rows, &keys_v, &keys_k)
+        let mut rep = self.compare(&rows, &keys_v, &keys_k)?;
+        self.check_concepts(&mut rep, &rows, &keys_v).await?;
+        Ok(rep)
+    }
+
+    /// The concept half of `check`: every mention belongs to a committed chunk and names a
+    /// concept with a row; every concept row is mentioned.
+    async fn check_concepts(
+        &self,
+        rep: &mut CheckReport,
+        rows: &[SourceRecord],
+        keys_v: &[(String, String, String)],
+    ) -> Result<Vec<String>> {
+        let committed: HashMap<&str, &str> = rows
+            .iter()
+            .map(|r| (r.id.as_str(), r.content_hash.as_str()))
+            .collect();
+        let valid: HashSet<&str> = keys_v
+            .iter()
+            .filter(|(_, s, h)| committed.get(s.as_str()) == Some(&h.as_str()))
+            .map(|(c, _, _)| c.as_str())
+            .collect();
+        let concept_ids = self.concepts.concept_ids().await?;
+        let mentions = self.concepts.mentions_where(None).await?;
+        let mut mentioned: HashSet<&str> = HashSet::new();
+        let mut affected = Vec::new();
+        for m in &mentions {
+            if !valid.contains(m.chunk_id.as_str()) {
+                rep.orphan_mentions += 1;
+                affected.push(m.source_id.clone());
+            } else if !concept_ids.contains(&m.concept_id) {
+                rep.dangling_mentions += 1;
+            } else {
+                mentioned.insert(m.concept_id.as_str());
+            }
+        }
+        rep.orphan_concepts = concept_ids
+            .iter()
+            .filter(|id| !mentioned.contains(id.as_str()))
+            .cloned()
+            .collect();
+        rep.orphan_concepts.sort();
+        affected.sort();
+        affected.dedup();
+        Ok(affected)
     }
 
     fn compare(
@@ -613,10 +899,34 @@ impl Store {
         let rows = self.vectors.sources_where(None).await?;
         let keys_v = self.vectors.chunk_keys(None).await?;
         let keys_k = self.keywords.all_keys()?;
-        let rep = self.compare(&rows, &keys_v, &keys_k)?;
+        let mut rep = self.compare(&rows, &keys_v, &keys_k)?;
+        let mention_sources = self.check_concepts(&mut rep, &rows, &keys_v).await?;
         let _g = self.write_lock.lock().await;
-        let ids: Vec<String> = rep.affected_sources(&keys_v, &keys_k).into_iter().collect();
+        let mut ids: BTreeSet<String> = rep.affected_sources(&keys_v, &keys_k);
+        ids.extend(mention_sources);
+        let ids: Vec<String> = ids.into_iter().collect();
         let removed = self.reconcile(&ids).await?;
+        if rep.dangling_mentions > 0 {
+            // Mentions of a concept with no row (and so no vector) cannot be used: drop them.
+            let known = self.concepts.concept_ids().await?;
+            let mut dangling: Vec<String> = self
+                .concepts
+                .mentions_where(None)
+                .await?
+                .into_iter()
+                .filter(|m| !known.contains(&m.concept_id))
+                .map(|m| m.concept_id)
+                .collect();
+            dangling.sort();
+            dangling.dedup();
+            for part in dangling.chunks(500) {
+                self.concepts
+                    .delete_mentions(&sql_in("concept_id", part))
+                    .await?;
+            }
+        }
+        self.load_graph().await?;
+        self.sync_all_concepts().await?;
         for f in self.journal_files()? {
             std::fs::remove_file(f)?;
         }
@@ -624,6 +934,10 @@ impl Store {
     }
 
     pub async fn stats(&self) -> Result<StoreStats> {
+        let (concepts, concept_edges) = {
+            let g = self.graph_read();
+            (g.concept_count(), g.edge_count())
+        };
         let ann = self
             .vectors
             .ann_state()
@@ -640,6 +954,9 @@ impl Store {
             vector_bytes: dir_size(&self.dir.join("lance")),
             keyword_bytes: dir_size(&self.dir.join("tantivy")),
             ann_index: ann,
+            concepts,
+            concept_edges,
+            mentions: self.concepts.count_mentions().await?,
         })
     }
 
@@ -659,12 +976,93 @@ impl Store {
         let _g = self.write_lock.lock().await;
         if compact {
             self.vectors.compact().await?;
+            self.concepts.compact().await?;
         }
         self.vectors
             .maintain_ann(ann_min_rows, ann_rebuild_rows)
             .await?;
         Ok(())
     }
+}
+
+/// Rows for the concepts the mentions name that the store does not hold yet (`known` says
+/// which it does), with their vectors and placeholder counts (the counts are written once the
+/// mentions are in).
+fn new_concept_rows(
+    mentions: &[MentionRow],
+    known: &dyn Fn(&str) -> bool,
+    vectors: &HashMap<String, Vec<f32>>,
+) -> Result<Vec<crate::graph::ConceptRow>> {
+    let mut rows: BTreeMap<&str, crate::graph::ConceptRow> = BTreeMap::new();
+    for m in mentions {
+        if known(&m.concept_id) || rows.contains_key(m.concept_id.as_str()) {
+            continue;
+        }
+        let vector = vectors.get(&m.concept_id).cloned().ok_or_else(|| {
+            Error::internal(format!("no vector for the new concept `{}`", m.concept_id))
+        })?;
+        rows.insert(
+            &m.concept_id,
+            crate::graph::ConceptRow {
+                id: m.concept_id.clone(),
+                name: m.surface.split('|').next().unwrap_or_default().to_string(),
+                aliases: Vec::new(),
+                frequency: 0,
+                source_count: 0,
+                vector,
+            },
+        );
+    }
+    Ok(rows.into_values().collect())
+}
+
+/// What of a concept row the mentions determine (everything but the vector).
+type RowKey = (String, Vec<String>, u32, u32);
+
+fn row_key(r: &crate::graph::ConceptRow) -> RowKey {
+    (
+        r.name.clone(),
+        r.aliases.clone(),
+        r.frequency,
+        r.source_count,
+    )
+}
+
+/// Adds the mentions of committed chunk versions to the graph, chunk by chunk in id order (so
+/// the graph does not depend on the order LanceDB returns rows in). Returns the mentions
+/// skipped for want of a concept vector.
+fn add_committed_mentions(
+    g: &mut ConceptGraph,
+    mentions: &[MentionRow],
+    committed: &HashMap<String, String>,
+    vectors: &dyn Fn(&str) -> Option<Vec<f32>>,
+    touched: &mut BTreeSet<String>,
+) -> usize {
+    let mut by_chunk: BTreeMap<&str, (&str, Vec<&MentionRow>)> = BTreeMap::new();
+    for m in mentions {
+        if committed.get(&m.source_id) != Some(&m.content_hash) {
+            continue;
+        }
+        by_chunk
+            .entry(m.chunk_id.as_str())
+            .or_insert((m.source_id.as_str(), Vec::new()))
+            .1
+            .push(m);
+    }
+    let mut skipped = 0;
+    for (chunk, (source, mut ms)) in by_chunk {
+        ms.sort_by(|a, b| {
+            b.score
+                .total_cmp(&a.score)
+                .then(a.concept_id.cmp(&b.concept_id))
+        });
+        let pairs: Vec<(String, String)> = ms
+            .iter()
+            .map(|m| (m.concept_id.clone(), m.surface.clone()))
+            .collect();
+        skipped += g.add_chunk(chunk, source, &pairs, vectors, touched);
+    }
+    skipped
 }
 
 /// Test hook for the crash test: when `CAIRN_CRASH_AT` names this point, the process aborts

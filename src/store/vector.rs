@@ -106,7 +106,8 @@ fn chunks_schema(dim: usize) -> SchemaRef {
     ]))
 }
 
-fn col<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a T> {
+/// A column of a batch as its concrete array type.
+pub(super) fn col<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a T> {
     b.column_by_name(name)
         .and_then(|c| c.as_any().downcast_ref::<T>())
         .ok_or_else(|| Error::internal(format!("lancedb: column {name} missing or mistyped")))
@@ -392,6 +393,33 @@ impl VectorStore {
         let mut out = Vec::new();
         for b in &batches {
             out.extend(rows_to_chunks(b)?.into_iter().map(|(c, _)| c));
+        }
+        Ok(out)
+    }
+
+    /// The stored vectors of the given chunks.
+    pub async fn vectors_of(&self, ids: &[String]) -> Result<HashMap<String, Vec<f32>>> {
+        let mut out = HashMap::new();
+        for part in ids.chunks(500) {
+            let batches: Vec<RecordBatch> = self
+                .chunks
+                .query()
+                .select(Select::columns(&["chunk_id", "vector"]))
+                .only_if(sql_in("chunk_id", part))
+                .execute()
+                .await?
+                .try_collect()
+                .await?;
+            for b in &batches {
+                let id = col::<StringArray>(b, "chunk_id")?;
+                let vec = col::<FixedSizeListArray>(b, "vector")?;
+                for i in 0..b.num_rows() {
+                    let v = vec.value(i);
+                    if let Some(f) = v.as_any().downcast_ref::<Float32Array>() {
+                        out.insert(id.value(i).to_string(), f.values().to_vec());
+                    }
+                }
+            }
         }
         Ok(out)
     }

@@ -7,6 +7,7 @@ mod auth;
 mod cli;
 mod crash;
 mod errors;
+mod graph;
 mod helpers;
 mod metrics;
 mod openai;
