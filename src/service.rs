@@ -419,7 +419,11 @@ impl Cairn {
             }
         }
         let (ids, texts): (Vec<String>, Vec<String>) = names.into_iter().unzip();
-        let vectors = self.embed(texts).await?;
+        let vectors = if texts.is_empty() {
+            Vec::new()
+        } else {
+            self.embed(texts).await?
+        };
         Ok(crate::store::ConceptWrite {
             mentions,
             vectors: ids.into_iter().zip(vectors).collect(),
@@ -859,7 +863,7 @@ impl Cairn {
             let (wk, wv) = (plan.keyword, plan.vector);
             let run_kw = req.mode != Mode::Vector && (req.mode == Mode::Keyword || wk > 0.0);
             let run_vec = req.mode != Mode::Keyword && (req.mode == Mode::Vector || wv > 0.0);
-            let need_vec = run_vec || (plan.use_graph && plan.expand) || plan.mmr_lambda < 1.0;
+            let need_vec = run_vec || (plan.use_graph && plan.expand);
             // BM25 (blocking thread) and embedding + vector search + graph run concurrently.
             let kw = self.store.keywords.clone();
             let (kq, kf, boost) = (
@@ -919,13 +923,11 @@ impl Cairn {
                 let (vs, gr) = tokio::join!(vec_search, graph);
                 let (hits, vector_ms) = vs?;
                 let (expansion, graph_hits, graph_ms) = gr?;
-                Ok::<_, Error>((
-                    hits, v, embed_ms, vector_ms, expansion, graph_hits, graph_ms,
-                ))
+                Ok::<_, Error>((hits, embed_ms, vector_ms, expansion, graph_hits, graph_ms))
             };
             let (keyword, vector) = tokio::join!(keyword, vector);
             let (kw_hits, snippets, keyword_ms) = keyword?;
-            let (vec_hits, qvec, embed_ms, vector_ms, expansion, graph_hits, graph_ms) = vector?;
+            let (vec_hits, embed_ms, vector_ms, expansion, graph_hits, graph_ms) = vector?;
             let fusion_started = Instant::now();
             let fusion_span = tracing::info_span!("fusion").entered();
             let mut chunks: HashMap<String, ChunkRecord> = HashMap::new();
@@ -963,7 +965,7 @@ impl Cairn {
                     &[
                         (&kw_ids, wk),
                         (&vec_ids, wv),
-                        (&graph_ids, if plan.use_graph { plan.graph } else { 0.0 }),
+                        (&graph_ids, plan.graph),
                         (&phrase_ids, plan.phrase),
                     ],
                     self.config.search.rrf_k,
@@ -985,36 +987,30 @@ impl Cairn {
             drop(fusion_span);
             // Graph-only hits are fetched (with the filters) only if they rank high enough.
             let need = limit
-                .max(if req.rerank {
+                .max(if plan.reranker.is_some() {
                     self.config.search.rerank_candidates
                 } else {
                     0
                 })
                 .max(if plan.mmr_lambda < 1.0 {
-                    (3 * limit).min(100)
+                    mmr_window(limit)
                 } else {
                     0
                 });
             self.fetch_missing(&mut ranked, &mut chunks, need, &req.filters)
                 .await?;
             let mut rerank_ms = 0.0;
-            if req.rerank {
+            if let Some(rr) = plan.reranker.clone() {
                 let t = Instant::now();
                 ranked = self
-                    .rerank(&query, ranked, &chunks, &mut explain)
+                    .rerank(rr, &query, ranked, &chunks, &mut explain)
                     .instrument(tracing::info_span!("rerank"))
                     .await?;
                 rerank_ms = ms_since(t);
             }
             if plan.mmr_lambda < 1.0 {
                 ranked = self
-                    .diversify(
-                        ranked,
-                        qvec.as_deref().map(|v| v.as_slice()),
-                        plan.mmr_lambda,
-                        limit,
-                        &mut explain,
-                    )
+                    .diversify(ranked, plan.mmr_lambda, limit, &mut explain)
                     .await?;
             }
             let max_chars = self.config.search.snippet_chars;
@@ -1092,7 +1088,7 @@ impl Cairn {
         })?;
         let w = req.weights.unwrap_or_default();
         let s = &self.config.search;
-        let plan = SearchPlan {
+        let mut plan = SearchPlan {
             preset: name.to_string(),
             keyword: w
                 .keyword
@@ -1116,6 +1112,7 @@ impl Cairn {
             },
             expand: preset.expand,
             mmr_lambda: preset.mmr_lambda,
+            reranker: None,
         };
         for x in [plan.keyword, plan.vector, plan.graph, plan.phrase] {
             if !x.is_finite() || x < 0.0 {
@@ -1137,11 +1134,11 @@ impl Cairn {
                     .into(),
             });
         }
-        if req.rerank && self.reranker.is_none() {
-            return Err(Error::Unavailable {
+        if req.rerank {
+            plan.reranker = Some(self.reranker.clone().ok_or_else(|| Error::Unavailable {
                 code: "reranker_unavailable",
                 message: crate::rerank::install_hint(),
-            });
+            })?);
         }
         Ok(plan)
     }
@@ -1225,17 +1222,12 @@ impl Cairn {
     /// order, scaled below the last re-ranked score.
     async fn rerank(
         &self,
+        rr: Arc<dyn crate::rerank::Reranker>,
         query: &str,
         ranked: Vec<(String, f32)>,
         chunks: &HashMap<String, ChunkRecord>,
         explain: &mut HashMap<String, Explain>,
     ) -> Result<Vec<(String, f32)>> {
-        let Some(rr) = self.reranker.clone() else {
-            return Err(Error::Unavailable {
-                code: "reranker_unavailable",
-                message: crate::rerank::install_hint(),
-            });
-        };
         let n = self.config.search.rerank_candidates.min(ranked.len());
         let (head, tail) = ranked.split_at(n);
         let passages: Vec<String> = head
@@ -1287,16 +1279,15 @@ impl Cairn {
         Ok(out)
     }
 
-    /// MMR over the top `3 × limit` hits (at most 100) with the chunks' stored vectors.
+    /// MMR over the top [`mmr_window`] hits with the chunks' stored vectors.
     async fn diversify(
         &self,
         ranked: Vec<(String, f32)>,
-        _query: Option<&[f32]>,
         lambda: f32,
         limit: usize,
         explain: &mut HashMap<String, Explain>,
     ) -> Result<Vec<(String, f32)>> {
-        let m = (limit * 3).min(100).min(ranked.len());
+        let m = mmr_window(limit).min(ranked.len());
         if m < 2 {
             return Ok(ranked);
         }
@@ -1629,6 +1620,11 @@ impl Drop for QueueDepth {
     }
 }
 
+/// The hits MMR re-orders: the top `3 × limit`, at most 100.
+fn mmr_window(limit: usize) -> usize {
+    (3 * limit).min(100)
+}
+
 /// What a search request resolves to once its preset and overrides are applied.
 struct SearchPlan {
     preset: String,
@@ -1639,6 +1635,8 @@ struct SearchPlan {
     use_graph: bool,
     expand: bool,
     mmr_lambda: f32,
+    /// The cross-encoder, when the request asks for `rerank` (the plan fails without one).
+    reranker: Option<Arc<dyn crate::rerank::Reranker>>,
 }
 
 /// The text a cross-encoder reads for a chunk (as `scripts/build-reranker` trained it).

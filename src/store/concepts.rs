@@ -227,19 +227,21 @@ impl ConceptTables {
         Ok(())
     }
 
-    /// Every concept row (with its vector).
-    pub async fn all_concepts(&self) -> Result<Vec<ConceptRow>> {
+    /// Every concept row; the vectors (most of the bytes) only when asked for, else empty.
+    pub async fn all_concepts(&self, with_vectors: bool) -> Result<Vec<ConceptRow>> {
+        let columns = [
+            "id",
+            "name",
+            "aliases",
+            "frequency",
+            "source_count",
+            "vector",
+        ];
+        let n = if with_vectors { 6 } else { 5 };
         let batches: Vec<RecordBatch> = self
             .concepts
             .query()
-            .select(Select::columns(&[
-                "id",
-                "name",
-                "aliases",
-                "frequency",
-                "source_count",
-                "vector",
-            ]))
+            .select(Select::columns(&columns[..n]))
             .execute()
             .await?
             .try_collect()
@@ -251,7 +253,11 @@ impl ConceptTables {
             let aliases = col::<ListArray>(b, "aliases")?;
             let freq = col::<UInt32Array>(b, "frequency")?;
             let srcs = col::<UInt32Array>(b, "source_count")?;
-            let vec = col::<FixedSizeListArray>(b, "vector")?;
+            let vec = if with_vectors {
+                Some(col::<FixedSizeListArray>(b, "vector")?)
+            } else {
+                None
+            };
             for i in 0..b.num_rows() {
                 let a = aliases.value(i);
                 let a = a
@@ -259,11 +265,13 @@ impl ConceptTables {
                     .downcast_ref::<StringArray>()
                     .map(|a| (0..a.len()).map(|j| a.value(j).to_string()).collect())
                     .unwrap_or_default();
-                let v = vec.value(i);
-                let v = v
-                    .as_any()
-                    .downcast_ref::<Float32Array>()
-                    .map(|f| f.values().to_vec())
+                let v = vec
+                    .and_then(|vec| {
+                        let v = vec.value(i);
+                        v.as_any()
+                            .downcast_ref::<Float32Array>()
+                            .map(|f| f.values().to_vec())
+                    })
                     .unwrap_or_default();
                 out.push(ConceptRow {
                     id: id.value(i).to_string(),

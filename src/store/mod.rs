@@ -342,7 +342,7 @@ impl Store {
 
     /// Builds the in-memory graph from the committed mentions and the concept rows' vectors.
     async fn load_graph(&self) -> Result<()> {
-        let rows = self.concepts.all_concepts().await?;
+        let rows = self.concepts.all_concepts(true).await?;
         let vectors: HashMap<String, Vec<f32>> =
             rows.into_iter().map(|r| (r.id, r.vector)).collect();
         let committed: HashMap<String, String> = self
@@ -376,7 +376,7 @@ impl Store {
     async fn sync_all_concepts(&self) -> Result<()> {
         let stored: HashMap<String, RowKey> = self
             .concepts
-            .all_concepts()
+            .all_concepts(false)
             .await?
             .into_iter()
             .map(|r| (r.id.clone(), row_key(&r)))
@@ -633,11 +633,16 @@ impl Store {
                     )
                 })
                 .collect();
-            let pred = pred.join(" OR ");
-            self.vectors.delete_chunks(&pred).await?;
-            self.concepts.delete_mentions(&pred).await?;
+            self.delete_chunks(&pred.join(" OR ")).await?;
         }
         Ok(())
+    }
+
+    /// Deletes chunks and, with them, their concept mentions (a mention never outlives its
+    /// chunk; `predicate` is over `source_id` / `content_hash`, columns both tables have).
+    async fn delete_chunks(&self, predicate: &str) -> Result<()> {
+        self.vectors.delete_chunks(predicate).await?;
+        self.concepts.delete_mentions(predicate).await
     }
 
     /// Adds mentions of already committed chunks (the backfill of a data dir written before
@@ -690,12 +695,7 @@ impl Store {
         crash_point("after_delete_commit");
         self.keywords.replace(&existing, &[])?;
         for part in existing.chunks(500) {
-            self.vectors
-                .delete_chunks(&sql_in("source_id", part))
-                .await?;
-            self.concepts
-                .delete_mentions(&sql_in("source_id", part))
-                .await?;
+            self.delete_chunks(&sql_in("source_id", part)).await?;
         }
         let mut touched = BTreeSet::new();
         self.graph_write().remove_sources(&existing, &mut touched);
@@ -726,12 +726,7 @@ impl Store {
                 .cloned()
                 .collect();
             if !orphans.is_empty() {
-                self.vectors
-                    .delete_chunks(&sql_in("source_id", &orphans))
-                    .await?;
-                self.concepts
-                    .delete_mentions(&sql_in("source_id", &orphans))
-                    .await?;
+                self.delete_chunks(&sql_in("source_id", &orphans)).await?;
             }
             let committed: Vec<SourceRecord> = rows.values().cloned().collect();
             self.delete_stale_vector_chunks(&committed).await?;
@@ -756,12 +751,7 @@ impl Store {
             if !broken.is_empty() {
                 tracing::warn!(sources = ?broken, "removing half-written sources; re-ingest them");
                 self.vectors.delete_sources(&broken).await?;
-                self.vectors
-                    .delete_chunks(&sql_in("source_id", &broken))
-                    .await?;
-                self.concepts
-                    .delete_mentions(&sql_in("source_id", &broken))
-                    .await?;
+                self.delete_chunks(&sql_in("source_id", &broken)).await?;
                 removed.extend(broken.iter().cloned());
             }
             // 3. Tantivy: rewrite these sources from LanceDB.
