@@ -484,8 +484,9 @@ pub fn singular(w: &str) -> String {
         return w.to_string();
     }
     match w.strip_suffix('s') {
-        Some(stem) => stem.to_string(),
-        None => w.to_string(),
+        // `1990s` stays whole: without its `s` it would be a number, which is no word.
+        Some(stem) if stem.chars().any(char::is_alphabetic) => stem.to_string(),
+        _ => w.to_string(),
     }
 }
 
@@ -800,6 +801,13 @@ mod tests {
         assert_eq!(iv.surface, "instrumental variables");
         assert!(iv.other_surfaces.contains(&"iv".to_string()), "{iv:?}");
         assert_eq!(iv.surfaces_joined(), "instrumental variables|iv");
+    }
+
+    #[test]
+    fn a_plural_number_keeps_its_s() {
+        assert_eq!(singular("1990s"), "1990s");
+        assert_eq!(normalise("000s"), Some("000s".into()));
+        assert_eq!(singular("cells"), "cell");
     }
 
     #[test]

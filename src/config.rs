@@ -73,8 +73,14 @@ pub struct ModelsConfig {
     pub batch_size: usize,
     /// Longest input the embedder sees, in tokens (longer inputs are truncated).
     pub max_length: usize,
-    /// ONNX Runtime intra-op threads (0 = all cores).
+    /// Embedding model sessions (copies of the model) that run side by side, so concurrent
+    /// searches do not queue on one (0 = one per core).
+    pub sessions: usize,
+    /// ONNX Runtime intra-op threads per session (0 = cores ÷ sessions, at least 1).
     pub threads: usize,
+    /// Let ONNX Runtime's idle intra-op threads spin (lower latency for one request at a time;
+    /// under concurrent load the spinning takes CPU that other requests need).
+    pub spin_threads: bool,
     /// Folder of a cross-encoder reranker (model.onnx with a `logits` output + tokenizer
     /// files), used by `"rerank": true`. When unset: `models/reranker` beside the working
     /// directory or the executable, if present. `scripts/build-reranker` builds one.
@@ -234,6 +240,9 @@ pub struct IndexConfig {
     pub ann_min_rows: usize,
     /// Rows added since the last ANN build after which the index is rebuilt.
     pub ann_rebuild_rows: usize,
+    /// Up to this many chunks, vector search scans an exact in-memory copy of the vectors
+    /// (rows × dimension × 4 bytes of RAM) instead of querying LanceDB; 0 turns it off.
+    pub memory_max_rows: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -289,7 +298,9 @@ impl Default for ModelsConfig {
             pooling: None,
             batch_size: 32,
             max_length: 512,
+            sessions: 0,
             threads: 0,
+            spin_threads: true,
             reranker: None,
         }
     }
@@ -337,6 +348,7 @@ impl Default for IndexConfig {
         Self {
             ann_min_rows: 100_000,
             ann_rebuild_rows: 50_000,
+            memory_max_rows: 100_000,
         }
     }
 }

@@ -7,6 +7,7 @@
 //! works; the dimension is read from the model's output by embedding a probe text.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use fastembed::{
@@ -141,12 +142,40 @@ pub fn init_runtime(path: &Path) -> Result<ort::environment::Environment> {
 }
 
 /// An embedder over a sentence-transformers ONNX folder.
+///
+/// It holds `models.sessions` copies of the model, each with `models.threads` intra-op
+/// threads. One search query is a few dozen tokens: spread over several threads it mostly pays
+/// for their synchronisation, so under concurrent searches one single-threaded session per core
+/// embeds more queries per second than one session using every core (measured in
+/// `docs/benchmarks.md`). A large input (ingest) is split across all sessions.
 pub struct OnnxEmbedder {
     name: String,
     dim: usize,
     batch_size: usize,
-    model: Mutex<TextEmbedding>,
+    sessions: Vec<Mutex<TextEmbedding>>,
+    next: AtomicUsize,
     tokenizer: HfTokenizer,
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// Sessions and intra-op threads per session for a config (0 = automatic).
+pub fn session_layout(cfg: &ModelsConfig) -> (usize, usize) {
+    let sessions = if cfg.sessions > 0 {
+        cfg.sessions
+    } else {
+        cores()
+    };
+    let threads = if cfg.threads > 0 {
+        cfg.threads
+    } else {
+        (cores() / sessions).max(1)
+    };
+    (sessions, threads)
 }
 
 impl OnnxEmbedder {
@@ -171,21 +200,34 @@ impl OnnxEmbedder {
             None => read_pooling(dir),
         };
         let tokenizer = HfTokenizer::from_bytes(&files.tokenizer_file)?;
-        let model =
-            UserDefinedEmbeddingModel::new(read("model.onnx")?, files).with_pooling(pooling);
-        let mut opts = InitOptionsUserDefined::new()
-            .with_max_length(cfg.max_length)
-            .with_environment(env);
-        if cfg.threads > 0 {
-            opts = opts.with_intra_threads(cfg.threads);
-        }
-        let mut te = TextEmbedding::try_new_from_user_defined(model, opts).map_err(|e| {
-            Error::Unavailable {
-                code: "model_unavailable",
-                message: format!("cannot load embedding model {}: {e}", dir.display()),
+        let onnx = read("model.onnx")?;
+        let (n_sessions, threads) = session_layout(cfg);
+        let mut sessions = Vec::with_capacity(n_sessions);
+        for _ in 0..n_sessions {
+            let model = UserDefinedEmbeddingModel::new(
+                onnx.clone(),
+                tokenizer_files(dir, "model_unavailable")?,
+            )
+            .with_pooling(pooling.clone());
+            let mut opts = InitOptionsUserDefined::new()
+                .with_max_length(cfg.max_length)
+                .with_environment(env.clone())
+                .with_intra_threads(threads);
+            if !cfg.spin_threads {
+                opts = opts.with_session_config("session.intra_op.allow_spinning", "0");
             }
-        })?;
-        let probe = te
+            let te = TextEmbedding::try_new_from_user_defined(model, opts).map_err(|e| {
+                Error::Unavailable {
+                    code: "model_unavailable",
+                    message: format!("cannot load embedding model {}: {e}", dir.display()),
+                }
+            })?;
+            sessions.push(Mutex::new(te));
+        }
+        drop(files);
+        let probe = sessions[0]
+            .get_mut()
+            .map_err(|_| Error::internal("embedder lock poisoned"))?
             .embed(vec!["dimension probe"], None)
             .map_err(|e| Error::Embedding(e.to_string()))?;
         let dim = probe.first().map(Vec::len).unwrap_or(0);
@@ -200,7 +242,8 @@ impl OnnxEmbedder {
             name,
             dim,
             batch_size: cfg.batch_size,
-            model: Mutex::new(te),
+            sessions,
+            next: AtomicUsize::new(0),
             tokenizer,
         })
     }
@@ -245,6 +288,27 @@ fn read_pooling(dir: &Path) -> Pooling {
     }
 }
 
+impl OnnxEmbedder {
+    /// A session for one batch: the first idle one (round robin), else the next in turn.
+    fn pick(&self) -> &Mutex<TextEmbedding> {
+        let n = self.sessions.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        for i in 0..n {
+            let s = &self.sessions[(start + i) % n];
+            if let Ok(guard) = s.try_lock() {
+                drop(guard);
+                return s;
+            }
+        }
+        &self.sessions[start % n]
+    }
+
+    /// Number of model sessions.
+    pub fn sessions(&self) -> usize {
+        self.sessions.len()
+    }
+}
+
 impl Embedder for OnnxEmbedder {
     fn name(&self) -> &str {
         &self.name
@@ -262,22 +326,54 @@ impl Embedder for OnnxEmbedder {
         // then put the vectors back in input order.
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(texts[i].len()));
-        let mut out: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
-        let mut model = self
-            .model
-            .lock()
-            .map_err(|_| Error::internal("embedder lock poisoned"))?;
-        for batch in order.chunks(self.batch_size) {
-            let inputs: Vec<&str> = batch.iter().map(|&i| texts[i].as_str()).collect();
-            let vecs = model
-                .embed(inputs, Some(self.batch_size))
-                .map_err(|e| Error::Embedding(e.to_string()))?;
-            for (&i, mut v) in batch.iter().zip(vecs) {
-                normalize(&mut v);
-                out[i] = v;
+        let batches: Vec<&[usize]> = order.chunks(self.batch_size).collect();
+        let out: Mutex<Vec<Vec<f32>>> = Mutex::new(vec![Vec::new(); texts.len()]);
+        let next_batch = AtomicUsize::new(0);
+        // Each worker holds one session and takes batches until none is left.
+        let work = |session: &Mutex<TextEmbedding>| -> Result<()> {
+            let mut model = session
+                .lock()
+                .map_err(|_| Error::internal("embedder lock poisoned"))?;
+            loop {
+                let Some(batch) = batches.get(next_batch.fetch_add(1, Ordering::Relaxed)) else {
+                    return Ok(());
+                };
+                let inputs: Vec<&str> = batch.iter().map(|&i| texts[i].as_str()).collect();
+                let vecs = model
+                    .embed(inputs, Some(self.batch_size))
+                    .map_err(|e| Error::Embedding(e.to_string()))?;
+                let mut out = out
+                    .lock()
+                    .map_err(|_| Error::internal("embedder lock poisoned"))?;
+                for (&i, mut v) in batch.iter().zip(vecs) {
+                    normalize(&mut v);
+                    out[i] = v;
+                }
             }
+        };
+        if batches.len() == 1 || self.sessions.len() == 1 {
+            work(self.pick())?;
+        } else {
+            let workers = batches.len().min(self.sessions.len());
+            let first = self.next.fetch_add(workers, Ordering::Relaxed);
+            std::thread::scope(|s| {
+                let handles: Vec<_> = (0..workers)
+                    .map(|w| {
+                        let session = &self.sessions[(first + w) % self.sessions.len()];
+                        s.spawn(|| work(session))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join()
+                            .unwrap_or_else(|_| Err(Error::internal("embedding thread panicked")))
+                    })
+                    .collect::<Result<Vec<()>>>()
+            })?;
         }
-        Ok(out)
+        out.into_inner()
+            .map_err(|_| Error::internal("embedder lock poisoned"))
     }
 
     fn tokenizer(&self) -> &dyn Tokenize {
@@ -336,4 +432,66 @@ fn whitespace_spans(text: &str) -> Vec<(usize, usize)> {
         spans.push((s, text.len()));
     }
     spans
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(sessions: usize) -> Option<OnnxEmbedder> {
+        let cfg = ModelsConfig {
+            sessions,
+            threads: 1,
+            ..Default::default()
+        };
+        match OnnxEmbedder::load(&cfg) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                // scripts/test fetches the model first; a bare `cargo test` without it skips.
+                eprintln!("skipping: {e}");
+                None
+            }
+        }
+    }
+
+    #[test]
+    fn a_session_pool_embeds_like_one_session() {
+        let (Some(one), Some(pool)) = (load(1), load(3)) else {
+            return;
+        };
+        assert_eq!((one.sessions(), pool.sessions()), (1, 3));
+        // Defaults: one single-threaded session per core; one session alone gets every core.
+        assert_eq!(session_layout(&ModelsConfig::default()), (cores(), 1));
+        let single = ModelsConfig {
+            sessions: 1,
+            ..Default::default()
+        };
+        assert_eq!(session_layout(&single), (1, cores()));
+        // Three batches of 32 (split across the pool's sessions) and a single query.
+        let texts: Vec<String> = (0..80)
+            .map(|i| {
+                format!(
+                    "note {i} about {} and the number {}",
+                    ["rivers", "enzymes", "proteins", "glaciers"][i % 4],
+                    i * 7
+                )
+            })
+            .collect();
+        let a = one.embed(&texts).unwrap();
+        let b = pool.embed(&texts).unwrap();
+        assert_eq!(a.len(), 80);
+        for (x, y) in a.iter().zip(&b) {
+            let diff = x
+                .iter()
+                .zip(y)
+                .map(|(p, q)| (p - q).abs())
+                .fold(0f32, f32::max);
+            assert!(diff < 1e-5, "vectors differ by {diff}");
+        }
+        assert_ne!(a[0], a[1], "distinct texts, distinct vectors");
+        let q = pool.embed(&texts[5..6]).unwrap();
+        let cos: f32 = q[0].iter().zip(&a[5]).map(|(p, q)| p * q).sum();
+        assert!(cos > 0.999, "alone vs in a batch: cosine {cos}");
+        assert!(pool.embed(&[]).unwrap().is_empty());
+    }
 }

@@ -498,8 +498,14 @@ async fn run(cli: Cli, config: Config) -> Result<ExitCode, Error> {
                     println!("{}", serde_json::to_string(&r)?);
                 } else {
                     println!(
-                        "{} queries embedded one by one in {:.1} s: {:.1} queries/s, p50 {:.2} ms",
-                        r.queries, r.seconds, r.queries_per_s, r.ms_p50
+                        "{} queries embedded one by one in {:.1} s: {:.1} queries/s, p50 {:.2} ms; \
+                         {} per call: {:.1} queries/s",
+                        r.queries,
+                        r.seconds,
+                        r.queries_per_s,
+                        r.ms_p50,
+                        cairn::bench::EMBED_BATCH,
+                        r.batched_queries_per_s
                     );
                 }
                 return Ok(ExitCode::SUCCESS);

@@ -204,6 +204,9 @@ pub struct AnnInfo {
     pub min_rows: usize,
     pub indexed_rows: usize,
     pub unindexed_rows: usize,
+    /// Chunks the exact in-memory copy holds, which answers vector searches instead of
+    /// LanceDB (`index.memory_max_rows`); `null` when searches read LanceDB.
+    pub memory_rows: Option<usize>,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -291,6 +294,7 @@ impl Cairn {
                 embedder.dim(),
                 writable,
                 config.search.snippet_chars,
+                config.index.memory_max_rows,
             )
             .await?,
         );
@@ -851,6 +855,20 @@ impl Cairn {
         }
         let plan = self.plan(&req)?;
         let k = self.config.search.candidates.max(limit * 2);
+        // Ranked hits that need their rows: the results, and what rerank or MMR looks at.
+        let need = limit
+            .max(if plan.reranker.is_some() {
+                self.config.search.rerank_candidates
+            } else {
+                0
+            })
+            .max(if plan.mmr_lambda < 1.0 {
+                mmr_window(limit)
+            } else {
+                0
+            });
+        // Without fusion a retriever's own top `need` is the answer.
+        let k_single = need.min(k);
         let span = tracing::info_span!(
             "search",
             mode = req.mode.as_str(),
@@ -871,10 +889,15 @@ impl Cairn {
                 req.filters.clone(),
                 self.config.search.title_boost,
             );
+            let kw_k = if req.mode == Mode::Keyword {
+                k_single
+            } else {
+                k
+            };
             let keyword = async move {
                 let t = Instant::now();
                 let r = if run_kw {
-                    blocking(move || kw.search(&kq, k, &kf, boost)).await?
+                    blocking(move || kw.search(&kq, kw_k, &kf, boost)).await?
                 } else {
                     let gen = kw.snippet_generator(&kq, boost);
                     Ok((Vec::new(), gen))
@@ -898,15 +921,22 @@ impl Cairn {
                     let t = Instant::now();
                     match (&v, run_vec) {
                         (Some(v), true) => {
-                            let hits = self
+                            let (hits, rows) = self
                                 .store
-                                .vectors
-                                .search(v, k, req.filters.to_sql())
+                                .vector_search(
+                                    v.clone(),
+                                    if req.mode == Mode::Vector {
+                                        k_single
+                                    } else {
+                                        k
+                                    },
+                                    &req.filters,
+                                )
                                 .instrument(tracing::info_span!("vector"))
                                 .await?;
-                            Ok::<_, Error>((hits, ms_since(t)))
+                            Ok::<_, Error>((hits, rows, ms_since(t)))
                         }
-                        _ => Ok((Vec::new(), 0.0)),
+                        _ => Ok((Vec::new(), Vec::new(), 0.0)),
                     }
                 };
                 let graph = async {
@@ -921,19 +951,22 @@ impl Cairn {
                     Ok((Some(expansion), scored, ms_since(t)))
                 };
                 let (vs, gr) = tokio::join!(vec_search, graph);
-                let (hits, vector_ms) = vs?;
+                let (hits, rows, vector_ms) = vs?;
                 let (expansion, graph_hits, graph_ms) = gr?;
-                Ok::<_, Error>((hits, embed_ms, vector_ms, expansion, graph_hits, graph_ms))
+                Ok::<_, Error>((
+                    hits, rows, embed_ms, vector_ms, expansion, graph_hits, graph_ms,
+                ))
             };
             let (keyword, vector) = tokio::join!(keyword, vector);
             let (kw_hits, snippets, keyword_ms) = keyword?;
-            let (vec_hits, embed_ms, vector_ms, expansion, graph_hits, graph_ms) = vector?;
+            let (vec_hits, vec_rows, embed_ms, vector_ms, expansion, graph_hits, graph_ms) =
+                vector?;
             let fusion_started = Instant::now();
             let fusion_span = tracing::info_span!("fusion").entered();
             let mut chunks: HashMap<String, ChunkRecord> = HashMap::new();
             let mut explain: HashMap<String, Explain> = HashMap::new();
             let kw_ids: Vec<String> = kw_hits.iter().map(|h| h.chunk.chunk_id.clone()).collect();
-            let vec_ids: Vec<String> = vec_hits.iter().map(|(c, _)| c.chunk_id.clone()).collect();
+            let vec_ids: Vec<String> = vec_hits.iter().map(|(id, _)| id.clone()).collect();
             let graph_ids: Vec<String> = graph_hits.iter().map(|(c, _)| c.clone()).collect();
             let phrase_ids: Vec<String> = if plan.phrase > 0.0 {
                 phrase_list(&query, kw_hits.iter().map(|h| &h.chunk))
@@ -949,11 +982,13 @@ impl Cairn {
                 e.bm25_rank = Some(i + 1);
                 chunks.entry(h.chunk.chunk_id.clone()).or_insert(h.chunk);
             }
-            for (i, (c, d)) in vec_hits.into_iter().enumerate() {
-                let e = explain.entry(c.chunk_id.clone()).or_default();
+            for (i, (id, d)) in vec_hits.into_iter().enumerate() {
+                let e = explain.entry(id).or_default();
                 e.vector_distance = Some(d);
                 e.vector_rank = Some(i + 1);
-                chunks.insert(c.chunk_id.clone(), c);
+            }
+            for c in vec_rows {
+                chunks.entry(c.chunk_id.clone()).or_insert(c);
             }
             for (i, (c, score)) in graph_hits.into_iter().enumerate() {
                 let e = explain.entry(c).or_default();
@@ -985,18 +1020,8 @@ impl Cairn {
                 }
             }
             drop(fusion_span);
-            // Graph-only hits are fetched (with the filters) only if they rank high enough.
-            let need = limit
-                .max(if plan.reranker.is_some() {
-                    self.config.search.rerank_candidates
-                } else {
-                    0
-                })
-                .max(if plan.mmr_lambda < 1.0 {
-                    mmr_window(limit)
-                } else {
-                    0
-                });
+            // Rows the retrievers did not return (vector hits from the in-memory index, graph
+            // hits) are read, with the filters, only if they rank high enough.
             self.fetch_missing(&mut ranked, &mut chunks, need, &req.filters)
                 .await?;
             let mut rerank_ms = 0.0;
@@ -1181,8 +1206,8 @@ impl Cairn {
     }
 
     /// Makes sure the first `need` ranked ids have their chunk rows: the missing ones (hits
-    /// only the graph found) are read from LanceDB with the request's filters, and those the
-    /// filters reject leave the ranking.
+    /// only the in-memory vector index or the graph found) are read by id with the request's
+    /// filters, and those the filters reject (or no index holds any more) leave the ranking.
     async fn fetch_missing(
         &self,
         ranked: &mut Vec<(String, f32)>,
@@ -1200,11 +1225,7 @@ impl Cairn {
             if missing.is_empty() {
                 return Ok(());
             }
-            let mut pred = crate::store::vector::sql_in("chunk_id", &missing);
-            if let Some(f) = filters.to_sql() {
-                pred = format!("({pred}) AND {f}");
-            }
-            for c in self.store.vectors.chunks_where(pred).await? {
+            for c in self.store.chunks_by_id(missing.clone(), filters).await? {
                 chunks.insert(c.chunk_id.clone(), c);
             }
             let rejected: HashSet<String> = missing
@@ -1293,7 +1314,7 @@ impl Cairn {
         }
         let (head, tail) = ranked.split_at(m);
         let ids: Vec<String> = head.iter().map(|(id, _)| id.clone()).collect();
-        let vecs = self.store.vectors.vectors_of(&ids).await?;
+        let vecs = self.store.vectors_of(&ids).await?;
         let rel: Vec<f32> = head.iter().map(|(_, s)| *s).collect();
         let refs: Vec<Option<&[f32]>> = ids
             .iter()
@@ -1489,12 +1510,14 @@ impl Cairn {
                 min_rows: self.config.index.ann_min_rows,
                 indexed_rows: a.indexed_rows,
                 unindexed_rows: a.unindexed_rows,
+                memory_rows: s.memory_index_rows,
             },
             None => AnnInfo {
                 state: "exact".into(),
                 min_rows: self.config.index.ann_min_rows,
                 indexed_rows: 0,
                 unindexed_rows: s.chunks_vector,
+                memory_rows: s.memory_index_rows,
             },
         };
         Ok(Stats {

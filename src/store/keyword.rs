@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Mutex;
 
-use tantivy::collector::TopDocs;
+use tantivy::collector::{DocSetCollector, TopDocs};
 use tantivy::query::{
     AllQuery, BooleanQuery, BoostQuery, ConstScoreQuery, Occur, Query, TermQuery, TermSetQuery,
 };
@@ -305,6 +305,32 @@ impl KeywordIndex {
             });
         }
         Ok((out, snippets))
+    }
+
+    /// The stored rows of the given chunks that pass `filters` (ids not in the index are
+    /// left out; `meta` is not stored and comes back empty).
+    pub fn chunks_by_id(&self, ids: &[String], filters: &Filters) -> Result<Vec<ChunkRecord>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let by_id: Box<dyn Query> = Box::new(TermSetQuery::new(
+            ids.iter()
+                .map(|v| Term::from_field_text(self.f.chunk_id, v)),
+        ));
+        let q: Box<dyn Query> = match self.filter_query(filters) {
+            None => by_id,
+            Some(fq) => Box::new(BooleanQuery::new(vec![
+                (Occur::Must, by_id),
+                (Occur::Must, fq),
+            ])),
+        };
+        let searcher = self.reader.searcher();
+        let mut out = Vec::with_capacity(ids.len());
+        for addr in searcher.search(&*q, &DocSetCollector)? {
+            let d: TantivyDocument = searcher.doc(addr)?;
+            out.push(self.chunk_of(&d));
+        }
+        Ok(out)
     }
 
     /// A snippet generator for `query` over chunk text, for hits that came from elsewhere.

@@ -19,6 +19,7 @@
 //! `cairn check` verifies the invariant over the whole store; `--repair` reconciles everything.
 
 pub mod concepts;
+pub mod flat;
 pub mod keyword;
 pub mod vector;
 
@@ -34,6 +35,7 @@ use tracing::Instrument;
 use crate::error::{Error, Result};
 use crate::graph::{ConceptGraph, MentionRow};
 use concepts::ConceptTables;
+use flat::{FlatEntry, FlatIndex};
 use keyword::KeywordIndex;
 use vector::{sql_in, sql_str, VectorStore};
 
@@ -230,6 +232,10 @@ pub struct Store {
     pub concepts: ConceptTables,
     /// The concept graph of the committed mentions (see `crate::graph`).
     pub graph: Arc<std::sync::RwLock<ConceptGraph>>,
+    /// The committed chunk vectors in memory (see `flat`), `None` when the store is larger
+    /// than `memory_max_rows` or the copy is off.
+    memory: Arc<std::sync::RwLock<Option<FlatIndex>>>,
+    memory_max_rows: usize,
     writable: bool,
     /// Serialises writes: one batch at a time goes through the protocol above.
     write_lock: Mutex<()>,
@@ -244,6 +250,8 @@ pub struct StoreStats {
     pub vector_bytes: u64,
     pub keyword_bytes: u64,
     pub ann_index: Option<AnnState>,
+    /// Chunks the in-memory vector index holds (`None`: vector search reads LanceDB).
+    pub memory_index_rows: Option<usize>,
     pub concepts: usize,
     pub concept_edges: usize,
     pub mentions: usize,
@@ -305,6 +313,7 @@ impl Store {
         dim: usize,
         writable: bool,
         snippet_chars: usize,
+        memory_max_rows: usize,
     ) -> Result<Self> {
         std::fs::create_dir_all(dir.join("journal"))?;
         let keywords = Arc::new(KeywordIndex::open(
@@ -320,16 +329,154 @@ impl Store {
             keywords,
             concepts,
             graph: Default::default(),
+            memory: Default::default(),
+            memory_max_rows,
             writable,
             write_lock: Mutex::new(()),
         };
-        // The graph first: replaying the journal updates it like any write.
+        // The graph and the vector copy first: replaying the journal updates them like any write.
         store.load_graph().await?;
+        store.load_memory().await?;
         if writable {
             store.replay_journal().await?;
             store.sync_all_concepts().await?;
         }
         Ok(store)
+    }
+
+    fn memory_read(&self) -> std::sync::RwLockReadGuard<'_, Option<FlatIndex>> {
+        self.memory.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn memory_write(&self) -> std::sync::RwLockWriteGuard<'_, Option<FlatIndex>> {
+        self.memory.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every committed source's content hash (its row in `sources`).
+    async fn committed_hashes(&self) -> Result<HashMap<String, String>> {
+        Ok(self
+            .vectors
+            .sources_where(None)
+            .await?
+            .into_iter()
+            .map(|r| (r.id, r.content_hash))
+            .collect())
+    }
+
+    /// Loads the committed chunk vectors into memory when the store is small enough.
+    async fn load_memory(&self) -> Result<()> {
+        let rows = self.vectors.count_chunks().await?;
+        if self.memory_max_rows == 0 || rows > self.memory_max_rows {
+            if self.memory_max_rows > 0 {
+                tracing::info!(
+                    rows,
+                    max = self.memory_max_rows,
+                    "store is larger than index.memory_max_rows; vector search reads lancedb"
+                );
+            }
+            *self.memory_write() = None;
+            return Ok(());
+        }
+        let t = std::time::Instant::now();
+        let committed = self.committed_hashes().await?;
+        let mut ix = FlatIndex::new(self.vectors.dim());
+        for (e, hash) in self.vectors.memory_rows(None).await? {
+            if committed.get(&e.source_id) == Some(&hash) {
+                ix.insert(e);
+            }
+        }
+        tracing::info!(
+            rows = ix.len(),
+            bytes = ix.vector_bytes(),
+            ms = t.elapsed().as_millis() as u64,
+            "loaded the in-memory vector index"
+        );
+        *self.memory_write() = Some(ix);
+        Ok(())
+    }
+
+    /// Makes the in-memory copy hold exactly `add` for `sources` (after a committed write);
+    /// drops the copy when the store outgrows `memory_max_rows`.
+    fn memory_replace(&self, sources: &[String], add: Vec<FlatEntry>) {
+        let mut m = self.memory_write();
+        if let Some(ix) = m.as_mut() {
+            ix.replace_sources(sources, add);
+            if ix.len() > self.memory_max_rows {
+                tracing::warn!(
+                    rows = ix.len(),
+                    max = self.memory_max_rows,
+                    "store outgrew index.memory_max_rows: in-memory vector index dropped, vector \
+                     search reads lancedb until restart"
+                );
+                *m = None;
+            }
+        }
+    }
+
+    fn has_memory(&self) -> bool {
+        self.memory_read().is_some()
+    }
+
+    /// The `k` chunks nearest to `vector` that pass `filters`, as `(chunk_id, cosine
+    /// distance)`, nearest first, and the rows of those that came with their row (LanceDB's
+    /// answer carries them; the in-memory index's does not).
+    pub async fn vector_search(
+        &self,
+        vector: Arc<Vec<f32>>,
+        k: usize,
+        filters: &Filters,
+    ) -> Result<(Vec<(String, f32)>, Vec<ChunkRecord>)> {
+        if self.has_memory() {
+            let (m, f, v) = (self.memory.clone(), filters.clone(), vector.clone());
+            let hits = tokio::task::spawn_blocking({
+                let span = tracing::Span::current();
+                move || {
+                    let _e = span.enter();
+                    let m = m.read().unwrap_or_else(|e| e.into_inner());
+                    m.as_ref().map(|ix| ix.search(&v, k, &f))
+                }
+            })
+            .await
+            .map_err(|e| Error::internal(format!("vector search task failed: {e}")))?;
+            if let Some(hits) = hits {
+                return Ok((hits, Vec::new()));
+            }
+        }
+        let rows = self.vectors.search(&vector, k, filters.to_sql()).await?;
+        let hits = rows.iter().map(|(c, d)| (c.chunk_id.clone(), *d)).collect();
+        Ok((hits, rows.into_iter().map(|(c, _)| c).collect()))
+    }
+
+    /// The stored vectors of the given chunks (from memory when the copy is there).
+    pub async fn vectors_of(&self, ids: &[String]) -> Result<HashMap<String, Vec<f32>>> {
+        {
+            let m = self.memory_read();
+            if let Some(ix) = m.as_ref() {
+                return Ok(ids
+                    .iter()
+                    .filter_map(|id| ix.vector(id).map(|v| (id.clone(), v.to_vec())))
+                    .collect());
+            }
+        }
+        self.vectors.vectors_of(ids).await
+    }
+
+    /// The rows of the given chunks that pass `filters`, read from the keyword index's stored
+    /// fields (a term lookup per id; `meta` is not stored there and comes back empty).
+    pub async fn chunks_by_id(
+        &self,
+        ids: Vec<String>,
+        filters: &Filters,
+    ) -> Result<Vec<ChunkRecord>> {
+        let kw = self.keywords.clone();
+        let f = filters.clone();
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || {
+            let _e = span.enter();
+            kw.chunks_by_id(&ids, &f)
+        })
+        .await
+        .map_err(|e| Error::internal(format!("chunk read task failed: {e}")))?
     }
 
     fn graph_write(&self) -> std::sync::RwLockWriteGuard<'_, ConceptGraph> {
@@ -345,13 +492,7 @@ impl Store {
         let rows = self.concepts.all_concepts(true).await?;
         let vectors: HashMap<String, Vec<f32>> =
             rows.into_iter().map(|r| (r.id, r.vector)).collect();
-        let committed: HashMap<String, String> = self
-            .vectors
-            .sources_where(None)
-            .await?
-            .into_iter()
-            .map(|r| (r.id, r.content_hash))
-            .collect();
+        let committed = self.committed_hashes().await?;
         let mentions = self.concepts.mentions_where(None).await?;
         let mut g = ConceptGraph::default();
         let skipped = add_committed_mentions(
@@ -605,6 +746,19 @@ impl Store {
         sync_fs(&self.dir);
         crash_point("after_commit");
         self.delete_stale_vector_chunks(&sources).await?;
+        if self.has_memory() {
+            let add = chunks
+                .into_iter()
+                .map(|c| FlatEntry {
+                    chunk_id: c.chunk_id,
+                    source_id: c.source_id,
+                    file_type: c.file_type,
+                    meta: c.meta,
+                    vector: c.vector,
+                })
+                .collect();
+            self.memory_replace(&ids, add);
+        }
         let mut touched = BTreeSet::new();
         {
             let committed: HashMap<String, String> = sources
@@ -694,6 +848,7 @@ impl Store {
         sync_fs(&self.dir);
         crash_point("after_delete_commit");
         self.keywords.replace(&existing, &[])?;
+        self.memory_replace(&existing, Vec::new());
         for part in existing.chunks(500) {
             self.delete_chunks(&sql_in("source_id", part)).await?;
         }
@@ -768,6 +923,23 @@ impl Store {
                     .await?
             };
             self.keywords.replace(&part, &chunks)?;
+            if self.has_memory() {
+                let add = if good.is_empty() {
+                    Vec::new()
+                } else {
+                    self.vectors
+                        .memory_rows(Some(sql_in("source_id", &good)))
+                        .await?
+                        .into_iter()
+                        .filter(|(e, hash)| {
+                            rows.get(&e.source_id)
+                                .is_some_and(|r| &r.content_hash == hash)
+                        })
+                        .map(|(e, _)| e)
+                        .collect()
+                };
+                self.memory_replace(&part, add);
+            }
             // 4. The graph and the concept rows: from the surviving mentions.
             let touched = self.refresh_graph(&part).await?;
             self.sync_concepts(touched).await?;
@@ -924,6 +1096,7 @@ impl Store {
     }
 
     pub async fn stats(&self) -> Result<StoreStats> {
+        let memory_index_rows = self.memory_read().as_ref().map(FlatIndex::len);
         let (concepts, concept_edges) = {
             let g = self.graph_read();
             (g.concept_count(), g.edge_count())
@@ -944,6 +1117,7 @@ impl Store {
             vector_bytes: dir_size(&self.dir.join("lance")),
             keyword_bytes: dir_size(&self.dir.join("tantivy")),
             ann_index: ann,
+            memory_index_rows,
             concepts,
             concept_edges,
             mentions: self.concepts.count_mentions().await?,

@@ -161,6 +161,11 @@ impl VectorStore {
         })
     }
 
+    /// Dimension of the stored vectors.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
     pub async fn add_chunks(&self, chunks: &[ChunkRecord]) -> Result<()> {
         if chunks.is_empty() {
             return Ok(());
@@ -419,6 +424,58 @@ impl VectorStore {
                         out.insert(id.value(i).to_string(), f.values().to_vec());
                     }
                 }
+            }
+        }
+        Ok(out)
+    }
+
+    /// What the in-memory index holds of the chunks matching `filter`, each with its content
+    /// hash (the caller keeps only committed versions).
+    pub async fn memory_rows(
+        &self,
+        filter: Option<String>,
+    ) -> Result<Vec<(super::flat::FlatEntry, String)>> {
+        let mut q = self.chunks.query().select(Select::columns(&[
+            "chunk_id",
+            "source_id",
+            "content_hash",
+            "file_type",
+            "meta",
+            "vector",
+        ]));
+        if let Some(f) = filter {
+            q = q.only_if(f);
+        }
+        let batches: Vec<RecordBatch> = q.execute().await?.try_collect().await?;
+        let mut out = Vec::new();
+        for b in &batches {
+            let id = col::<StringArray>(b, "chunk_id")?;
+            let source = col::<StringArray>(b, "source_id")?;
+            let hash = col::<StringArray>(b, "content_hash")?;
+            let ft = col::<StringArray>(b, "file_type")?;
+            let meta = col::<ListArray>(b, "meta")?;
+            let vec = col::<FixedSizeListArray>(b, "vector")?;
+            for i in 0..b.num_rows() {
+                let m = meta.value(i);
+                let meta = m
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .map(|a| (0..a.len()).map(|j| a.value(j).to_string()).collect())
+                    .unwrap_or_default();
+                let v = vec.value(i);
+                let Some(v) = v.as_any().downcast_ref::<Float32Array>() else {
+                    continue;
+                };
+                out.push((
+                    super::flat::FlatEntry {
+                        chunk_id: id.value(i).to_string(),
+                        source_id: source.value(i).to_string(),
+                        file_type: ft.value(i).to_string(),
+                        meta,
+                        vector: v.values().to_vec(),
+                    },
+                    hash.value(i).to_string(),
+                ));
             }
         }
         Ok(out)

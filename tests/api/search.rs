@@ -175,6 +175,8 @@ async fn ann_index_is_built_past_the_threshold() {
     let app = spawn_app_with(|c| {
         c.index.ann_min_rows = 300;
         c.ingest.batch_sources = 400;
+        // The ANN index answers only when the in-memory copy is off.
+        c.index.memory_max_rows = 0;
     })
     .await;
     assert_eq!(app.stats().await["ann_index"]["state"], "exact");
@@ -202,4 +204,119 @@ async fn ann_index_is_built_past_the_threshold() {
             .any(|h| h["text"].as_str().unwrap().contains("glacier")),
         "{r:?}"
     );
+}
+
+/// Vector hits with their distances, for one query and filter.
+async fn vector_hits(app: &TestApp, query: &str, filters: serde_json::Value) -> Vec<(String, f64)> {
+    app.search(
+        json!({"query": query, "mode": "vector", "limit": 20, "explain": true, "filters": filters}),
+    )
+    .await
+    .iter()
+    .map(|h| {
+        (
+            h["chunk_id"].as_str().unwrap().to_string(),
+            h["scores"]["vector_distance"].as_f64().unwrap(),
+        )
+    })
+    .collect()
+}
+
+#[tokio::test]
+async fn in_memory_vectors_rank_like_lancedb_and_follow_writes() {
+    let mut app = seeded().await;
+    let (s, b) = app
+        .upload(&[(
+            "birds.txt",
+            b"Swallows migrate south in autumn.\n\nOwls hunt mice at night with silent wings."
+                .to_vec(),
+        )])
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let chunks = app.stats().await["chunks"].as_u64().unwrap();
+    assert_eq!(app.stats().await["ann_index"]["memory_rows"], chunks);
+    let queries = [
+        ("felines napping", json!({})),
+        ("night hunters", json!({"metadata": {"team": "pets"}})),
+        ("machines and fuel", json!({"file_types": ["txt"]})),
+    ];
+    let mut from_memory = Vec::new();
+    for (q, f) in &queries {
+        from_memory.push(vector_hits(&app, q, f.clone()).await);
+    }
+    assert!(
+        from_memory[1].len() == 2,
+        "the metadata filter keeps the two pet chunks: {:?}",
+        from_memory[1]
+    );
+    // The same data dir with the copy off: LanceDB's exact search gives the same ranking.
+    let mut cfg = app.cfg();
+    let _tmp = app.stop().await;
+    cfg.index.memory_max_rows = 0;
+    let mut lance = start(cfg.clone()).await;
+    assert!(lance.stats().await["ann_index"]["memory_rows"].is_null());
+    for ((q, f), mem) in queries.iter().zip(&from_memory) {
+        let got = vector_hits(&lance, q, f.clone()).await;
+        let ids = |v: &[(String, f64)]| v.iter().map(|x| x.0.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&got), ids(mem), "{q}");
+        for (a, b) in got.iter().zip(mem) {
+            assert!((a.1 - b.1).abs() < 1e-4, "{q}: {a:?} vs {b:?}");
+        }
+    }
+    lance.stop().await;
+    // Back with the copy: a re-upload replaces a source's vectors, a delete removes them.
+    cfg.index.memory_max_rows = 100;
+    let app = start(cfg).await;
+    let (s, b) = app
+        .upload(&[(
+            "birds.txt",
+            b"Penguins cannot fly but swim fast in icy water.".to_vec(),
+        )])
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let r = app
+        .search(json!({"query": "owls hunting mice", "mode": "vector", "limit": 50}))
+        .await;
+    assert!(
+        r.iter()
+            .all(|h| !h["text"].as_str().unwrap().contains("Owls")),
+        "{r:?}"
+    );
+    let r = app
+        .search(json!({"query": "flightless seabirds swimming", "mode": "vector"}))
+        .await;
+    assert!(r[0]["text"].as_str().unwrap().contains("Penguins"), "{r:?}");
+    let birds = r[0]["source_id"].as_str().unwrap().to_string();
+    assert_eq!(app.delete(&format!("/sources/{birds}")).await, 204);
+    let r = app
+        .search(json!({"query": "flightless seabirds swimming", "mode": "vector", "limit": 50}))
+        .await;
+    assert!(r.iter().all(|h| h["source_id"] != birds.as_str()), "{r:?}");
+    let st = app.stats().await;
+    assert_eq!(st["ann_index"]["memory_rows"], st["chunks"]);
+    app.assert_consistent().await;
+}
+
+#[tokio::test]
+async fn a_store_past_memory_max_rows_searches_lancedb() {
+    let app = spawn_app_with(|c| c.index.memory_max_rows = 3).await;
+    let (s, b) = app
+        .upload(&[("a.txt", b"Cats purr when they are content.".to_vec())])
+        .await;
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(app.stats().await["ann_index"]["memory_rows"], 1);
+    let mut lines = String::new();
+    for i in 0..5 {
+        lines.push_str(&format!("{{\"id\":\"n{i}\",\"title\":\"Note {i}\",\"text\":\"Rivers carry sediment number {i}.\"}}\n"));
+    }
+    let (s, b) = app.upload(&[("notes.jsonl", lines.into_bytes())]).await;
+    assert_eq!(s, 201, "{b}");
+    let st = app.stats().await;
+    assert_eq!(st["chunks"], 6);
+    assert!(st["ann_index"]["memory_rows"].is_null(), "{st}");
+    let r = app
+        .search(json!({"query": "purring felines", "mode": "vector"}))
+        .await;
+    assert_eq!(r.len(), 6);
+    assert!(r[0]["text"].as_str().unwrap().contains("Cats"), "{r:?}");
 }
