@@ -25,3 +25,14 @@ pub mod sse;
 pub mod store;
 pub mod telemetry;
 pub mod testdata;
+
+/// Runs a blocking closure on the blocking pool, carrying the current span (so its log lines
+/// keep the request id).
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> error::Result<T> {
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(f))
+        .await
+        .map_err(|e| error::Error::internal(format!("blocking task failed: {e}")))
+}

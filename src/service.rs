@@ -7,6 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use crate::blocking;
 use crate::rerank::Reranker as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -256,14 +257,6 @@ fn sha_hex(parts: &[&[u8]]) -> String {
 /// Stable source id of an external id.
 pub fn source_id_of(external_id: &str) -> String {
     format!("src_{}", &sha_hex(&[external_id.as_bytes()])[..24])
-}
-
-/// Runs a blocking closure on the blocking pool, carrying the current span.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-    let span = tracing::Span::current();
-    tokio::task::spawn_blocking(move || span.in_scope(f))
-        .await
-        .map_err(|e| Error::internal(format!("blocking task failed: {e}")))
 }
 
 /// A parsed source ready to be chunked and embedded.

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use arrow_array::builder::{ListBuilder, StringBuilder};
 use arrow_array::{
-    Array, ArrayRef, FixedSizeListArray, Float32Array, ListArray, RecordBatch, RecordBatchIterator,
+    ArrayRef, FixedSizeListArray, Float32Array, ListArray, RecordBatch, RecordBatchIterator,
     StringArray, UInt32Array,
 };
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
@@ -21,7 +21,7 @@ use futures::TryStreamExt;
 use lancedb::query::{ExecutableQuery, QueryBase, Select};
 use lancedb::Table;
 
-use super::vector::{col, sql_in};
+use super::vector::{col, floats_at, sql_in, strings_at};
 use crate::error::{Error, Result};
 use crate::graph::{ConceptRow, MentionRow};
 
@@ -259,20 +259,8 @@ impl ConceptTables {
                 None
             };
             for i in 0..b.num_rows() {
-                let a = aliases.value(i);
-                let a = a
-                    .as_any()
-                    .downcast_ref::<StringArray>()
-                    .map(|a| (0..a.len()).map(|j| a.value(j).to_string()).collect())
-                    .unwrap_or_default();
-                let v = vec
-                    .and_then(|vec| {
-                        let v = vec.value(i);
-                        v.as_any()
-                            .downcast_ref::<Float32Array>()
-                            .map(|f| f.values().to_vec())
-                    })
-                    .unwrap_or_default();
+                let a = strings_at(aliases, i);
+                let v = vec.and_then(|vec| floats_at(vec, i)).unwrap_or_default();
                 out.push(ConceptRow {
                     id: id.value(i).to_string(),
                     name: name.value(i).to_string(),
@@ -324,9 +312,8 @@ impl ConceptTables {
                 let id = col::<StringArray>(b, "id")?;
                 let vec = col::<FixedSizeListArray>(b, "vector")?;
                 for i in 0..b.num_rows() {
-                    let v = vec.value(i);
-                    if let Some(f) = v.as_any().downcast_ref::<Float32Array>() {
-                        out.insert(id.value(i).to_string(), f.values().to_vec());
+                    if let Some(v) = floats_at(vec, i) {
+                        out.insert(id.value(i).to_string(), v);
                     }
                 }
             }

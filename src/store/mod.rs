@@ -335,8 +335,9 @@ impl Store {
             write_lock: Mutex::new(()),
         };
         // The graph and the vector copy first: replaying the journal updates them like any write.
-        store.load_graph().await?;
-        store.load_memory().await?;
+        let committed = store.committed_hashes().await?;
+        store.load_graph(&committed).await?;
+        store.load_memory(&committed).await?;
         if writable {
             store.replay_journal().await?;
             store.sync_all_concepts().await?;
@@ -364,7 +365,7 @@ impl Store {
     }
 
     /// Loads the committed chunk vectors into memory when the store is small enough.
-    async fn load_memory(&self) -> Result<()> {
+    async fn load_memory(&self, committed: &HashMap<String, String>) -> Result<()> {
         let rows = self.vectors.count_chunks().await?;
         if self.memory_max_rows == 0 || rows > self.memory_max_rows {
             if self.memory_max_rows > 0 {
@@ -378,7 +379,6 @@ impl Store {
             return Ok(());
         }
         let t = std::time::Instant::now();
-        let committed = self.committed_hashes().await?;
         let mut ix = FlatIndex::new(self.vectors.dim());
         for (e, hash) in self.vectors.memory_rows(None).await? {
             if committed.get(&e.source_id) == Some(&hash) {
@@ -428,16 +428,11 @@ impl Store {
     ) -> Result<(Vec<(String, f32)>, Vec<ChunkRecord>)> {
         if self.has_memory() {
             let (m, f, v) = (self.memory.clone(), filters.clone(), vector.clone());
-            let hits = tokio::task::spawn_blocking({
-                let span = tracing::Span::current();
-                move || {
-                    let _e = span.enter();
-                    let m = m.read().unwrap_or_else(|e| e.into_inner());
-                    m.as_ref().map(|ix| ix.search(&v, k, &f))
-                }
+            let hits = crate::blocking(move || {
+                let m = m.read().unwrap_or_else(|e| e.into_inner());
+                m.as_ref().map(|ix| ix.search(&v, k, &f))
             })
-            .await
-            .map_err(|e| Error::internal(format!("vector search task failed: {e}")))?;
+            .await?;
             if let Some(hits) = hits {
                 return Ok((hits, Vec::new()));
             }
@@ -470,13 +465,7 @@ impl Store {
     ) -> Result<Vec<ChunkRecord>> {
         let kw = self.keywords.clone();
         let f = filters.clone();
-        let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || {
-            let _e = span.enter();
-            kw.chunks_by_id(&ids, &f)
-        })
-        .await
-        .map_err(|e| Error::internal(format!("chunk read task failed: {e}")))?
+        crate::blocking(move || kw.chunks_by_id(&ids, &f)).await?
     }
 
     fn graph_write(&self) -> std::sync::RwLockWriteGuard<'_, ConceptGraph> {
@@ -488,17 +477,16 @@ impl Store {
     }
 
     /// Builds the in-memory graph from the committed mentions and the concept rows' vectors.
-    async fn load_graph(&self) -> Result<()> {
+    async fn load_graph(&self, committed: &HashMap<String, String>) -> Result<()> {
         let rows = self.concepts.all_concepts(true).await?;
         let vectors: HashMap<String, Vec<f32>> =
             rows.into_iter().map(|r| (r.id, r.vector)).collect();
-        let committed = self.committed_hashes().await?;
         let mentions = self.concepts.mentions_where(None).await?;
         let mut g = ConceptGraph::default();
         let skipped = add_committed_mentions(
             &mut g,
             &mentions,
-            &committed,
+            committed,
             &|id| vectors.get(id).cloned(),
             &mut BTreeSet::new(),
         );
@@ -1087,7 +1075,7 @@ impl Store {
                     .await?;
             }
         }
-        self.load_graph().await?;
+        self.load_graph(&self.committed_hashes().await?).await?;
         self.sync_all_concepts().await?;
         for f in self.journal_files()? {
             std::fs::remove_file(f)?;

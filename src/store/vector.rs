@@ -113,6 +113,23 @@ pub(super) fn col<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a 
         .ok_or_else(|| Error::internal(format!("lancedb: column {name} missing or mistyped")))
 }
 
+/// Row `i` of a list-of-strings column.
+pub(super) fn strings_at(list: &ListArray, i: usize) -> Vec<String> {
+    let v = list.value(i);
+    v.as_any()
+        .downcast_ref::<StringArray>()
+        .map(|a| (0..a.len()).map(|j| a.value(j).to_string()).collect())
+        .unwrap_or_default()
+}
+
+/// Row `i` of a vector column (`None` when its items are not `f32`).
+pub(super) fn floats_at(vectors: &FixedSizeListArray, i: usize) -> Option<Vec<f32>> {
+    let v = vectors.value(i);
+    v.as_any()
+        .downcast_ref::<Float32Array>()
+        .map(|f| f.values().to_vec())
+}
+
 impl VectorStore {
     /// Opens (or creates) the tables under `dir`. A chunks table built with another embedding
     /// dimension is refused: its vectors cannot be compared with the configured model's.
@@ -419,9 +436,8 @@ impl VectorStore {
                 let id = col::<StringArray>(b, "chunk_id")?;
                 let vec = col::<FixedSizeListArray>(b, "vector")?;
                 for i in 0..b.num_rows() {
-                    let v = vec.value(i);
-                    if let Some(f) = v.as_any().downcast_ref::<Float32Array>() {
-                        out.insert(id.value(i).to_string(), f.values().to_vec());
+                    if let Some(v) = floats_at(vec, i) {
+                        out.insert(id.value(i).to_string(), v);
                     }
                 }
             }
@@ -456,14 +472,7 @@ impl VectorStore {
             let meta = col::<ListArray>(b, "meta")?;
             let vec = col::<FixedSizeListArray>(b, "vector")?;
             for i in 0..b.num_rows() {
-                let m = meta.value(i);
-                let meta = m
-                    .as_any()
-                    .downcast_ref::<StringArray>()
-                    .map(|a| (0..a.len()).map(|j| a.value(j).to_string()).collect())
-                    .unwrap_or_default();
-                let v = vec.value(i);
-                let Some(v) = v.as_any().downcast_ref::<Float32Array>() else {
+                let Some(vector) = floats_at(vec, i) else {
                     continue;
                 };
                 out.push((
@@ -471,8 +480,8 @@ impl VectorStore {
                         chunk_id: id.value(i).to_string(),
                         source_id: source.value(i).to_string(),
                         file_type: ft.value(i).to_string(),
-                        meta,
-                        vector: v.values().to_vec(),
+                        meta: strings_at(meta, i),
+                        vector,
                     },
                     hash.value(i).to_string(),
                 ));
@@ -600,12 +609,6 @@ fn rows_to_chunks(b: &RecordBatch) -> Result<Vec<(ChunkRecord, f32)>> {
         .and_then(|c| c.as_any().downcast_ref::<Float32Array>());
     let mut out = Vec::with_capacity(b.num_rows());
     for i in 0..b.num_rows() {
-        let m = meta.value(i);
-        let m = m.as_any().downcast_ref::<StringArray>().map(|a| {
-            (0..a.len())
-                .map(|j| a.value(j).to_string())
-                .collect::<Vec<_>>()
-        });
         out.push((
             ChunkRecord {
                 chunk_id: chunk_id.value(i).to_string(),
@@ -623,7 +626,7 @@ fn rows_to_chunks(b: &RecordBatch) -> Result<Vec<(ChunkRecord, f32)>> {
                 char_start: cs.value(i),
                 char_end: ce.value(i),
                 file_type: ft.value(i).to_string(),
-                meta: m.unwrap_or_default(),
+                meta: strings_at(meta, i),
                 external_id: ext.value(i).to_string(),
                 vector: Vec::new(),
             },
