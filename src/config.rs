@@ -243,6 +243,9 @@ pub struct IndexConfig {
     /// Up to this many chunks, vector search scans an exact in-memory copy of the vectors
     /// (rows × dimension × 4 bytes of RAM) instead of querying LanceDB; 0 turns it off.
     pub memory_max_rows: usize,
+    /// Decompressed 16 KiB blocks of stored chunk text that the keyword index keeps in memory,
+    /// per index segment (search results read their text from these blocks).
+    pub doc_cache_blocks: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -349,6 +352,7 @@ impl Default for IndexConfig {
             ann_min_rows: 100_000,
             ann_rebuild_rows: 50_000,
             memory_max_rows: 100_000,
+            doc_cache_blocks: 1000,
         }
     }
 }

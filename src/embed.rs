@@ -141,6 +141,14 @@ pub fn init_runtime(path: &Path) -> Result<ort::environment::Environment> {
     }
 }
 
+/// Makes the `tokenizers` crate tokenize batches on the calling thread. By default it hands
+/// every batch to rayon's pool, so a one-query batch woke a pool thread (and left it spinning)
+/// for microseconds of work, and an ingest batch competed with the embedding sessions, which
+/// already spread batches over the cores.
+pub(crate) fn serial_tokenizers() {
+    tokenizers::utils::parallelism::set_parallelism(false);
+}
+
 /// An embedder over a sentence-transformers ONNX folder.
 ///
 /// It holds `models.sessions` copies of the model, each with `models.threads` intra-op
@@ -181,6 +189,7 @@ pub fn session_layout(cfg: &ModelsConfig) -> (usize, usize) {
 impl OnnxEmbedder {
     /// Loads the runtime and the model as configured.
     pub fn load(cfg: &ModelsConfig) -> Result<Self> {
+        serial_tokenizers();
         let runtime = locate_runtime(cfg)?;
         let dir = locate_model(cfg)?;
         let env = init_runtime(&runtime)?;

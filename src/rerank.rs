@@ -73,6 +73,7 @@ impl OnnxReranker {
         let Some(dir) = locate(cfg)? else {
             return Ok(None);
         };
+        crate::embed::serial_tokenizers();
         let env = init_runtime(&locate_runtime(cfg)?)?;
         Self::from_dir(&dir, cfg, env).map(Some)
     }

@@ -288,6 +288,7 @@ impl Cairn {
                 writable,
                 config.search.snippet_chars,
                 config.index.memory_max_rows,
+                config.index.doc_cache_blocks,
             )
             .await?,
         );

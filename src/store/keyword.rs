@@ -18,7 +18,7 @@ use tantivy::schema::{
 };
 use tantivy::snippet::SnippetGenerator;
 use tantivy::tokenizer::{
-    Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer,
+    Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, StopWordFilter, TextAnalyzer,
 };
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 
@@ -87,19 +87,28 @@ fn schema() -> (Schema, Fields) {
     (b.build(), f)
 }
 
+/// The English analyzer, built once (its stop-word set is a hash set) and cloned per use.
 fn analyzer() -> TextAnalyzer {
-    TextAnalyzer::builder(SimpleTokenizer::default())
-        .filter(RemoveLongFilter::limit(40))
-        .filter(LowerCaser)
-        .filter(StopWordFilter::new(Language::English).expect("english stop words"))
-        .filter(Stemmer::new(Language::English))
-        .build()
+    static ANALYZER_PROTO: std::sync::LazyLock<TextAnalyzer> = std::sync::LazyLock::new(|| {
+        TextAnalyzer::builder(SimpleTokenizer::default())
+            .filter(RemoveLongFilter::limit(40))
+            .filter(LowerCaser)
+            .filter(StopWordFilter::new(Language::English).expect("english stop words"))
+            .filter(super::stem::EnglishStemmer)
+            .build()
+    });
+    ANALYZER_PROTO.clone()
 }
 
 impl KeywordIndex {
     /// Opens or creates the index in `dir`. With `writable`, takes the index's writer lock,
     /// which fails when another process holds it.
-    pub fn open(dir: &Path, writable: bool, snippet_chars: usize) -> Result<Self> {
+    pub fn open(
+        dir: &Path,
+        writable: bool,
+        snippet_chars: usize,
+        doc_cache_blocks: usize,
+    ) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
         let (schema, f) = schema();
         let mmap = tantivy::directory::MmapDirectory::open(dir)
@@ -109,6 +118,7 @@ impl KeywordIndex {
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
+            .doc_store_cache_num_blocks(doc_cache_blocks)
             .try_into()?;
         let writer = if writable {
             Some(Mutex::new(index.writer(WRITER_HEAP)?))

@@ -21,6 +21,7 @@
 pub mod concepts;
 pub mod flat;
 pub mod keyword;
+pub mod stem;
 pub mod vector;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -314,12 +315,14 @@ impl Store {
         writable: bool,
         snippet_chars: usize,
         memory_max_rows: usize,
+        doc_cache_blocks: usize,
     ) -> Result<Self> {
         std::fs::create_dir_all(dir.join("journal"))?;
         let keywords = Arc::new(KeywordIndex::open(
             &dir.join("tantivy"),
             writable,
             snippet_chars,
+            doc_cache_blocks,
         )?);
         let vectors = VectorStore::open(&dir.join("lance"), dim).await?;
         let concepts = ConceptTables::open(&dir.join("lance"), dim).await?;
