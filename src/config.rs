@@ -241,7 +241,8 @@ pub struct IndexConfig {
     /// Rows added since the last ANN build after which the index is rebuilt.
     pub ann_rebuild_rows: usize,
     /// Up to this many chunks, vector search scans an exact in-memory copy of the vectors
-    /// (rows × dimension × 4 bytes of RAM) instead of querying LanceDB; 0 turns it off.
+    /// (rows × dimension × 5 bytes of RAM: floats and an int8 copy) instead of querying
+    /// LanceDB; 0 turns it off.
     pub memory_max_rows: usize,
     /// Decompressed 16 KiB blocks of stored chunk text that the keyword index keeps in memory,
     /// per index segment (search results read their text from these blocks).
