@@ -320,8 +320,9 @@ pub struct EmbedBench {
     pub seconds: f64,
     pub queries_per_s: f64,
     pub ms_p50: f64,
-    /// The same queries in groups of [`EMBED_BATCH`] per model call (in query order, padded to
-    /// the longest of each group): what the search query batcher reaches when queries pile up.
+    /// The same queries in groups of [`EMBED_BATCH`] (in query order), each run as the search
+    /// query batcher runs the queries that wait together: sorted by length and split into
+    /// calls by its plan.
     pub batched_queries_per_s: f64,
 }
 
@@ -339,6 +340,7 @@ pub async fn embed(config: Config, dataset: &Path) -> Result<EmbedBench> {
     models.sessions = 1;
     tokio::task::spawn_blocking(move || {
         let e = crate::embed::OnnxEmbedder::load(&models)?;
+        use crate::embed::batch::{plan, CALL_OVERHEAD_TOKENS};
         use crate::embed::Embedder;
         if let Some(q) = queries.first() {
             e.embed(std::slice::from_ref(q))?;
@@ -351,9 +353,17 @@ pub async fn embed(config: Config, dataset: &Path) -> Result<EmbedBench> {
             each.push(t1.elapsed().as_secs_f64() * 1e3);
         }
         let seconds = t.elapsed().as_secs_f64();
+        // Each group as the query batcher would run it: sorted by length, split by its plan.
         let t = Instant::now();
         for group in queries.chunks(EMBED_BATCH) {
-            e.embed(group)?;
+            let mut group: Vec<(usize, &String)> =
+                group.iter().map(|q| (e.model_tokens(q), q)).collect();
+            group.sort_by_key(|g| g.0);
+            let tokens: Vec<usize> = group.iter().map(|g| g.0).collect();
+            for r in plan(&tokens, CALL_OVERHEAD_TOKENS, EMBED_BATCH) {
+                let texts: Vec<String> = group[r].iter().map(|g| g.1.clone()).collect();
+                e.embed(&texts)?;
+            }
         }
         let batched = t.elapsed().as_secs_f64();
         Ok(EmbedBench {

@@ -81,6 +81,10 @@ pub struct ModelsConfig {
     /// Let ONNX Runtime's idle intra-op threads spin (lower latency for one request at a time;
     /// under concurrent load the spinning takes CPU that other requests need).
     pub spin_threads: bool,
+    /// Most search queries embedded in one model call. Queries that wait for a session together
+    /// are grouped by length and share calls (fewer, larger matrix products); 1 embeds every
+    /// query alone.
+    pub query_batch: usize,
     /// Folder of a cross-encoder reranker (model.onnx with a `logits` output + tokenizer
     /// files), used by `"rerank": true`. When unset: `models/reranker` beside the working
     /// directory or the executable, if present. `scripts/build-reranker` builds one.
@@ -305,6 +309,7 @@ impl Default for ModelsConfig {
             sessions: 0,
             threads: 0,
             spin_threads: true,
+            query_batch: 16,
             reranker: None,
         }
     }

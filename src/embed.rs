@@ -6,9 +6,11 @@
 //! Any sentence-transformers style folder (model.onnx + tokenizer files, mean or CLS pooling)
 //! works; the dimension is read from the model's output by embedding a probe text.
 
+pub mod batch;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use fastembed::{
     InitOptionsUserDefined, Pooling, TextEmbedding, TokenizerFiles, UserDefinedEmbeddingModel,
@@ -30,8 +32,21 @@ pub trait Embedder: Send + Sync {
     fn dim(&self) -> usize;
     /// Embeds every text; the result has one L2-normalised vector per input, in order.
     fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>>;
+    /// Embeds one search query. Models that batch the queries of concurrent searches
+    /// override this; the default is a one-text [`Embedder::embed`].
+    fn embed_query(&self, text: &str) -> Result<Vec<f32>> {
+        embed_alone(self, text)
+    }
     /// The model's tokenizer, used to bound chunks in model tokens.
     fn tokenizer(&self) -> &dyn Tokenize;
+}
+
+/// One text through [`Embedder::embed`].
+fn embed_alone(e: &(impl Embedder + ?Sized), text: &str) -> Result<Vec<f32>> {
+    Ok(e.embed(&[text.to_string()])?
+        .into_iter()
+        .next()
+        .unwrap_or_default())
 }
 
 /// Where to look for a file under `models/`: the working directory, then beside the executable
@@ -155,14 +170,18 @@ pub(crate) fn serial_tokenizers() {
 /// threads. One search query is a few dozen tokens: spread over several threads it mostly pays
 /// for their synchronisation, so under concurrent searches one single-threaded session per core
 /// embeds more queries per second than one session using every core (measured in
-/// `docs/benchmarks.md`). A large input (ingest) is split across all sessions.
+/// `docs/benchmarks.md`). A large input (ingest) is split across all sessions. Search queries
+/// go through a [`batch::QueryBatcher`] (`models.query_batch` > 1): queries that wait together
+/// share model calls.
 pub struct OnnxEmbedder {
     name: String,
     dim: usize,
     batch_size: usize,
-    sessions: Vec<Mutex<TextEmbedding>>,
+    max_length: usize,
+    sessions: Arc<Vec<Mutex<TextEmbedding>>>,
     next: AtomicUsize,
     tokenizer: HfTokenizer,
+    queries: Option<batch::QueryBatcher>,
 }
 
 fn cores() -> usize {
@@ -247,13 +266,24 @@ impl OnnxEmbedder {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "embedding-model".into());
+        let sessions = Arc::new(sessions);
+        let queries = if cfg.query_batch > 1 {
+            Some(batch::QueryBatcher::start(
+                sessions.clone(),
+                cfg.query_batch,
+            )?)
+        } else {
+            None
+        };
         Ok(Self {
             name,
             dim,
             batch_size: cfg.batch_size,
+            max_length: cfg.max_length,
             sessions,
             next: AtomicUsize::new(0),
             tokenizer,
+            queries,
         })
     }
 }
@@ -315,6 +345,22 @@ impl OnnxEmbedder {
     /// Number of model sessions.
     pub fn sessions(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// Length of a text as the model sees it (special tokens included, truncated), which is
+    /// what the query batcher groups by.
+    pub fn model_tokens(&self, text: &str) -> usize {
+        self.tokenizer
+            .0
+            .encode(text, true)
+            .map(|e| e.len())
+            .unwrap_or(text.len() / 4)
+            .min(self.max_length)
+    }
+
+    /// What the query batcher has done (`None` when `models.query_batch` is 1).
+    pub fn query_counts(&self) -> Option<batch::Counts> {
+        self.queries.as_ref().map(|q| q.counts())
     }
 }
 
@@ -385,6 +431,15 @@ impl Embedder for OnnxEmbedder {
             .map_err(|_| Error::internal("embedder lock poisoned"))
     }
 
+    fn embed_query(&self, text: &str) -> Result<Vec<f32>> {
+        let Some(queries) = &self.queries else {
+            return embed_alone(self, text);
+        };
+        let mut v = queries.embed(text, self.model_tokens(text))?;
+        normalize(&mut v);
+        Ok(v)
+    }
+
     fn tokenizer(&self) -> &dyn Tokenize {
         &self.tokenizer
     }
@@ -448,11 +503,14 @@ mod tests {
     use super::*;
 
     fn load(sessions: usize) -> Option<OnnxEmbedder> {
-        let cfg = ModelsConfig {
+        load_with(ModelsConfig {
             sessions,
             threads: 1,
             ..Default::default()
-        };
+        })
+    }
+
+    fn load_with(cfg: ModelsConfig) -> Option<OnnxEmbedder> {
         match OnnxEmbedder::load(&cfg) {
             Ok(e) => Some(e),
             Err(e) => {
@@ -502,5 +560,66 @@ mod tests {
         let cos: f32 = q[0].iter().zip(&a[5]).map(|(p, q)| p * q).sum();
         assert!(cos > 0.999, "alone vs in a batch: cosine {cos}");
         assert!(pool.embed(&[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn queries_that_wait_together_share_model_calls_and_embed_as_alone() {
+        let Some(e) = load_with(ModelsConfig {
+            sessions: 1,
+            threads: 1,
+            query_batch: 16,
+            ..Default::default()
+        }) else {
+            return;
+        };
+        let queries: Vec<String> = (0..12)
+            .map(|i| {
+                let topic = ["glacier retreat", "enzyme kinetics", "protein folding"][i % 3];
+                format!("does {topic} depend on factor number {i}?")
+            })
+            .collect();
+        let alone: Vec<Vec<f32>> = queries
+            .iter()
+            .map(|q| e.embed(std::slice::from_ref(q)).unwrap().remove(0))
+            .collect();
+        let before = e.query_counts().unwrap();
+        assert_eq!(before.taken, 0, "embed() does not go through the batcher");
+        // Hold the only session so that the queries pile up, as under concurrent searches.
+        let held = e.sessions[0].lock().unwrap();
+        let together: Vec<Vec<f32>> = std::thread::scope(|s| {
+            let handles: Vec<_> = queries
+                .iter()
+                .map(|q| s.spawn(|| e.embed_query(q).unwrap()))
+                .collect();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            loop {
+                let c = e.query_counts().unwrap();
+                if c.waiting + c.taken == queries.len() {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "queries never queued: {c:?}"
+                );
+                std::thread::yield_now();
+            }
+            drop(held);
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let c = e.query_counts().unwrap();
+        assert_eq!((c.waiting, c.taken), (0, queries.len()));
+        assert!(c.calls < queries.len() / 2, "no batching: {c:?}");
+        for (a, b) in alone.iter().zip(&together) {
+            let cos: f32 = a.iter().zip(b).map(|(p, q)| p * q).sum();
+            assert!(cos > 0.9999, "alone vs in a batch: cosine {cos}");
+            let norm: f32 = b.iter().map(|x| x * x).sum();
+            assert!((norm - 1.0).abs() < 1e-4, "not normalised: {norm}");
+        }
+        assert_ne!(together[0], together[1]);
+        // A lone query does not wait for company.
+        let one = e.embed_query(&queries[3]).unwrap();
+        let cos: f32 = one.iter().zip(&alone[3]).map(|(p, q)| p * q).sum();
+        assert!(cos > 0.9999);
+        assert_eq!(e.query_counts().unwrap().calls, c.calls + 1);
     }
 }

@@ -504,7 +504,7 @@ async fn run(cli: Cli, config: Config) -> Result<ExitCode, Error> {
                 } else {
                     println!(
                         "{} queries embedded one by one in {:.1} s: {:.1} queries/s, p50 {:.2} ms; \
-                         {} per call: {:.1} queries/s",
+                         in groups of {} split by the query batcher's plan: {:.1} queries/s",
                         r.queries,
                         r.seconds,
                         r.queries_per_s,

@@ -489,8 +489,15 @@ impl Cairn {
             metrics::counter!("cairn_query_cache_total", "result" => "hit").increment(1);
             return Ok(v);
         }
-        let v = self.embed(vec![query.to_string()]).await?;
-        let v = Arc::new(v.into_iter().next().unwrap_or_default());
+        let v = {
+            let _permit = self.embed_permit().await?;
+            let (e, q) = (self.embedder.clone(), query.to_string());
+            let t = Instant::now();
+            let v = blocking(move || e.embed_query(&q)).await??;
+            metrics::histogram!("cairn_embed_seconds").record(t.elapsed().as_secs_f64());
+            metrics::counter!("cairn_embed_texts_total").increment(1);
+            Arc::new(v)
+        };
         if let Some(c) = cache {
             metrics::counter!("cairn_query_cache_total", "result" => "miss").increment(1);
             c.insert(query.to_string(), v.clone());
