@@ -6,7 +6,8 @@
 //!   `http_requests_in_flight` — recorded by the HTTP middleware; `route` is the matched route
 //!   template (`/sources/{id}`), so ids never become labels.
 //! - `search_stage_seconds{stage}` — embed, keyword, vector, fusion.
-//! - `embed_batch_size` (histogram), `embed_texts_total`, `embed_seconds` (histogram).
+//! - `embed_batch_size` (histogram; search queries: per model call of the query batcher),
+//!   `embed_texts_total`, `embed_seconds` (histogram).
 //! - `ingest_sources_total{status}`, `ingest_chunks_total`.
 //! - gauges refreshed at scrape time: `sources`, `chunks{index}`, `store_bytes{index}`,
 //!   `process_resident_memory_bytes`, and `search_quality{mode,metric}` from the last
