@@ -340,7 +340,7 @@ pub async fn embed(config: Config, dataset: &Path) -> Result<EmbedBench> {
     models.sessions = 1;
     tokio::task::spawn_blocking(move || {
         let e = crate::embed::OnnxEmbedder::load(&models)?;
-        use crate::embed::batch::{plan, CALL_OVERHEAD_TOKENS};
+        use crate::embed::batch::{split, CALL_OVERHEAD_TOKENS};
         use crate::embed::Embedder;
         if let Some(q) = queries.first() {
             e.embed(std::slice::from_ref(q))?;
@@ -356,12 +356,10 @@ pub async fn embed(config: Config, dataset: &Path) -> Result<EmbedBench> {
         // Each group as the query batcher would run it: sorted by length, split by its plan.
         let t = Instant::now();
         for group in queries.chunks(EMBED_BATCH) {
-            let mut group: Vec<(usize, &String)> =
+            let group: Vec<(usize, &String)> =
                 group.iter().map(|q| (e.model_tokens(q), q)).collect();
-            group.sort_by_key(|g| g.0);
-            let tokens: Vec<usize> = group.iter().map(|g| g.0).collect();
-            for r in plan(&tokens, CALL_OVERHEAD_TOKENS, EMBED_BATCH) {
-                let texts: Vec<String> = group[r].iter().map(|g| g.1.clone()).collect();
+            for call in split(group, |g| g.0, CALL_OVERHEAD_TOKENS, EMBED_BATCH) {
+                let texts: Vec<String> = call.into_iter().map(|g| g.1.clone()).collect();
                 e.embed(&texts)?;
             }
         }

@@ -8,9 +8,10 @@
 
 pub mod batch;
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use fastembed::{
     InitOptionsUserDefined, Pooling, TextEmbedding, TokenizerFiles, UserDefinedEmbeddingModel,
@@ -253,11 +254,12 @@ impl OnnxEmbedder {
             sessions.push(Mutex::new(te));
         }
         drop(files);
-        let probe = sessions[0]
-            .get_mut()
-            .map_err(|_| Error::internal("embedder lock poisoned"))?
-            .embed(vec!["dimension probe"], None)
-            .map_err(|e| Error::Embedding(e.to_string()))?;
+        let probe = call(
+            sessions[0]
+                .get_mut()
+                .map_err(|_| Error::internal("embedder lock poisoned"))?,
+            &["dimension probe"],
+        )?;
         let dim = probe.first().map(Vec::len).unwrap_or(0);
         if dim == 0 {
             return Err(Error::Embedding("model returned an empty embedding".into()));
@@ -268,10 +270,14 @@ impl OnnxEmbedder {
             .unwrap_or_else(|| "embedding-model".into());
         let sessions = Arc::new(sessions);
         let queries = if cfg.query_batch > 1 {
-            Some(batch::QueryBatcher::start(
-                sessions.clone(),
-                cfg.query_batch,
-            )?)
+            let calls = (0..sessions.len())
+                .map(|i| {
+                    let sessions = sessions.clone();
+                    Box::new(move |texts: &[&str]| call(&mut *lock(&sessions[i])?, texts))
+                        as batch::Call
+                })
+                .collect();
+            Some(batch::QueryBatcher::start(calls, cfg.query_batch)?)
         } else {
             None
         };
@@ -285,6 +291,29 @@ impl OnnxEmbedder {
             tokenizer,
             queries,
         })
+    }
+}
+
+/// Locks a model session.
+fn lock(session: &Mutex<TextEmbedding>) -> Result<MutexGuard<'_, TextEmbedding>> {
+    session
+        .lock()
+        .map_err(|_| Error::internal("embedder lock poisoned"))
+}
+
+/// One model call: a vector per text, in order, not normalised. A wrong count is an error, and
+/// so is a panic inside the model (caught here, so the session's lock is not poisoned and the
+/// session stays usable).
+fn call(model: &mut TextEmbedding, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+    let n = texts.len();
+    match catch_unwind(AssertUnwindSafe(|| model.embed(texts, Some(n)))) {
+        Ok(Ok(v)) if v.len() == n => Ok(v),
+        Ok(Ok(v)) => Err(Error::Embedding(format!(
+            "model returned {} vectors for {n} texts",
+            v.len()
+        ))),
+        Ok(Err(e)) => Err(Error::Embedding(e.to_string())),
+        Err(_) => Err(Error::Embedding("the embedding model panicked".into())),
     }
 }
 
@@ -386,20 +415,16 @@ impl Embedder for OnnxEmbedder {
         let next_batch = AtomicUsize::new(0);
         // Each worker holds one session and takes batches until none is left.
         let work = |session: &Mutex<TextEmbedding>| -> Result<()> {
-            let mut model = session
-                .lock()
-                .map_err(|_| Error::internal("embedder lock poisoned"))?;
+            let mut model = lock(session)?;
             loop {
                 let Some(batch) = batches.get(next_batch.fetch_add(1, Ordering::Relaxed)) else {
                     return Ok(());
                 };
                 let inputs: Vec<&str> = batch.iter().map(|&i| texts[i].as_str()).collect();
-                let vecs = model
-                    .embed(inputs, Some(self.batch_size))
-                    .map_err(|e| Error::Embedding(e.to_string()))?;
+                let vecs = call(&mut model, &inputs)?;
                 let mut out = out
                     .lock()
-                    .map_err(|_| Error::internal("embedder lock poisoned"))?;
+                    .map_err(|_| Error::internal("output lock poisoned"))?;
                 for (&i, mut v) in batch.iter().zip(vecs) {
                     normalize(&mut v);
                     out[i] = v;

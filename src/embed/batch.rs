@@ -12,12 +12,15 @@
 //! alone is embedded alone, at once: nothing waits for a batch to fill.
 
 use std::ops::Range;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Condvar, Mutex};
 
-use fastembed::TextEmbedding;
-
 use crate::error::{Error, Result};
+
+/// One model call on a batch of texts, as a worker makes it: one vector per text, in order
+/// (not normalised). Each worker owns one, bound to its session.
+pub type Call = Box<dyn Fn(&[&str]) -> Result<Vec<Vec<f32>>> + Send>;
 
 /// The fixed cost of one model call, in tokens of a one-row call's per-token cost. Measured on
 /// the default model (2-core x86, ONNX Runtime 1.31, `docs/benchmarks.md`): calls of 1 to 8
@@ -54,6 +57,24 @@ pub fn plan(sorted_tokens: &[usize], overhead: usize, max: usize) -> Vec<Range<u
     groups
 }
 
+/// Sorts `items` by token count and splits them by [`plan`] into the groups to embed together,
+/// each in ascending length. What the batcher's workers do with the queries they take, and
+/// what `cairn bench embed` measures.
+pub fn split<T>(
+    mut items: Vec<T>,
+    tokens: impl Fn(&T) -> usize,
+    overhead: usize,
+    max: usize,
+) -> Vec<Vec<T>> {
+    items.sort_by_key(&tokens);
+    let lengths: Vec<usize> = items.iter().map(&tokens).collect();
+    let mut items = items.into_iter();
+    plan(&lengths, overhead, max)
+        .into_iter()
+        .map(|g| items.by_ref().take(g.len()).collect())
+        .collect()
+}
+
 /// One waiting query.
 struct Job {
     text: String,
@@ -88,14 +109,15 @@ pub struct QueryBatcher {
 }
 
 impl QueryBatcher {
-    /// Starts one worker per session; each takes up to `max` waiting queries at a time.
-    pub fn start(sessions: Arc<Vec<Mutex<TextEmbedding>>>, max: usize) -> Result<Self> {
+    /// Starts one worker per call (one per session); each takes up to `max` waiting queries at
+    /// a time.
+    pub fn start(calls: Vec<Call>, max: usize) -> Result<Self> {
         let queue: Arc<Shared> = Arc::default();
-        for i in 0..sessions.len() {
-            let (queue, sessions) = (queue.clone(), sessions.clone());
+        for (i, call) in calls.into_iter().enumerate() {
+            let queue = queue.clone();
             std::thread::Builder::new()
                 .name(format!("cairn-embed-{i}"))
-                .spawn(move || work(&queue, &sessions[i], max))
+                .spawn(move || work(&queue, &call, max))
                 .map_err(Error::internal)?;
         }
         Ok(Self { queue })
@@ -147,10 +169,10 @@ impl Drop for QueryBatcher {
 
 /// A worker: waits for queries, takes all that wait (up to `max`), embeds them in planned
 /// groups, answers each; stops when the batcher is dropped and nothing waits.
-fn work(queue: &Shared, session: &Mutex<TextEmbedding>, max: usize) {
+fn work(queue: &Shared, call: &Call, max: usize) {
     let (lock, wake) = queue;
     loop {
-        let (jobs, groups) = {
+        let groups = {
             let Ok(mut q) = lock.lock() else { return };
             while q.waiting.is_empty() && !q.closed {
                 q = match wake.wait(q) {
@@ -162,28 +184,25 @@ fn work(queue: &Shared, session: &Mutex<TextEmbedding>, max: usize) {
                 return;
             }
             let take = q.waiting.len().min(max);
-            let mut jobs: Vec<Job> = q.waiting.drain(..take).collect();
+            let jobs: Vec<Job> = q.waiting.drain(..take).collect();
             if !q.waiting.is_empty() {
                 // More than one worker's worth: let another session take the rest.
                 wake.notify_one();
             }
-            jobs.sort_by_key(|j| j.tokens);
-            let tokens: Vec<usize> = jobs.iter().map(|j| j.tokens).collect();
-            let groups = plan(&tokens, CALL_OVERHEAD_TOKENS, max);
-            q.counts.taken += jobs.len();
+            let groups = split(jobs, |j| j.tokens, CALL_OVERHEAD_TOKENS, max);
+            q.counts.taken += take;
             q.counts.calls += groups.len();
-            (jobs, groups)
+            groups
         };
-        let mut jobs = jobs.into_iter();
-        for g in groups {
-            let group: Vec<Job> = jobs.by_ref().take(g.len()).collect();
-            run(session, group);
+        for group in groups {
+            run(call, group);
         }
     }
 }
 
-/// One model call for a group of queries; every query of it gets the vector or the error.
-fn run(session: &Mutex<TextEmbedding>, group: Vec<Job>) {
+/// One model call for a group of queries; every query of it gets the vector or the error. A
+/// panic in the call is an error for this group only: the worker goes on serving.
+fn run(call: &Call, group: Vec<Job>) {
     let span = tracing::debug_span!("embed_batch", queries = group.len());
     for j in &group {
         span.follows_from(&j.span);
@@ -191,13 +210,8 @@ fn run(session: &Mutex<TextEmbedding>, group: Vec<Job>) {
     let _entered = span.enter();
     metrics::histogram!("cairn_embed_batch_size").record(group.len() as f64);
     let texts: Vec<&str> = group.iter().map(|j| j.text.as_str()).collect();
-    let out = session
-        .lock()
-        .map_err(|_| Error::internal("embedder lock poisoned"))
-        .and_then(|mut m| {
-            m.embed(texts, Some(group.len()))
-                .map_err(|e| Error::Embedding(e.to_string()))
-        });
+    let out = catch_unwind(AssertUnwindSafe(|| call(&texts)))
+        .unwrap_or_else(|_| Err(Error::Embedding("the embedding model panicked".into())));
     match out {
         Ok(vecs) if vecs.len() == group.len() => {
             for (j, v) in group.into_iter().zip(vecs) {
@@ -256,6 +270,95 @@ mod tests {
         assert_eq!(plan(&[10, 11, 12, 64], 12, 16), vec![0..3, 3..4]);
         // The size cap holds even when one call would be cheapest.
         assert_eq!(plan(&[20; 5], 12, 2), vec![0..1, 1..3, 3..5]);
+    }
+
+    #[test]
+    fn split_sorts_by_tokens_and_groups_by_the_plan() {
+        let items = vec![
+            "c".repeat(64),
+            "a".repeat(10),
+            "b".repeat(12),
+            "a".repeat(11),
+        ];
+        let groups = split(items, |s| s.len(), 12, 16);
+        let lengths: Vec<Vec<usize>> = groups
+            .iter()
+            .map(|g| g.iter().map(|s| s.len()).collect())
+            .collect();
+        assert_eq!(lengths, vec![vec![10, 11, 12], vec![64]]);
+        assert!(split(Vec::<String>::new(), |s| s.len(), 12, 16).is_empty());
+    }
+
+    /// A batcher with one worker whose call holds `gate` while it runs, fails on "fail", panics
+    /// on "boom", and otherwise answers each text with `[calls so far, texts in this call]`.
+    fn gated_batcher(gate: Arc<Mutex<()>>) -> QueryBatcher {
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let call: Call = Box::new(move |texts: &[&str]| {
+            let _held = gate.lock().unwrap_or_else(|e| e.into_inner());
+            let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            if texts.contains(&"boom") {
+                panic!("boom");
+            }
+            if texts.contains(&"fail") {
+                return Err(Error::Embedding("model failed".into()));
+            }
+            Ok(texts
+                .iter()
+                .map(|_| vec![n as f32, texts.len() as f32])
+                .collect())
+        });
+        QueryBatcher::start(vec![call], 16).unwrap()
+    }
+
+    /// Waits (no sleeps) until `n` queries have been queued or taken.
+    fn until_queued(b: &QueryBatcher, n: usize) -> Counts {
+        loop {
+            let c = b.counts();
+            if c.waiting + c.taken >= n {
+                return c;
+            }
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn queries_that_wait_share_one_call_and_a_failure_reaches_its_whole_group() {
+        let gate = Arc::new(Mutex::new(()));
+        let b = Arc::new(gated_batcher(gate.clone()));
+        let held = gate.lock().unwrap();
+        let ask = |text: &'static str| {
+            let b = b.clone();
+            std::thread::spawn(move || b.embed(text, text.len()))
+        };
+        // The first query is taken at once and blocks on the gate; the next three pile up.
+        let first = ask("first");
+        until_queued(&b, 1);
+        let rest: Vec<_> = ["one", "three", "fail"].into_iter().map(ask).collect();
+        let c = until_queued(&b, 4);
+        assert_eq!((c.taken, c.waiting), (1, 3));
+        drop(held);
+        assert_eq!(first.join().unwrap().unwrap(), vec![1.0, 1.0]);
+        for r in rest {
+            // One call for the three (lengths 3, 4 and 5 plan into one group), so the failure
+            // of one is every one's.
+            let e = r.join().unwrap().unwrap_err();
+            assert!(e.to_string().contains("model failed"), "{e}");
+        }
+        let c = b.counts();
+        assert_eq!((c.waiting, c.taken, c.calls), (0, 4, 2));
+        // A lone query afterwards is one call of one.
+        assert_eq!(b.embed("later", 5).unwrap(), vec![3.0, 1.0]);
+    }
+
+    #[test]
+    fn a_panic_in_the_model_fails_its_group_and_the_worker_goes_on() {
+        let b = gated_batcher(Arc::new(Mutex::new(())));
+        let e = b.embed("boom", 4).unwrap_err();
+        assert!(matches!(e, Error::Embedding(_)), "{e:?}");
+        assert!(e.to_string().contains("panicked"), "{e}");
+        // The only worker survived: a later query is answered (it would block forever if not).
+        assert_eq!(b.embed("after", 5).unwrap(), vec![2.0, 1.0]);
+        assert_eq!(b.counts().calls, 2);
     }
 
     proptest! {
