@@ -5,7 +5,7 @@
 //! Every write is one tantivy commit (deletes and adds together), so a crash leaves the index
 //! at the previous commit; `store::Store` reconciles it with LanceDB afterwards.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -22,6 +22,7 @@ use tantivy::tokenizer::{
 };
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 
+use super::stem::QueryStemmer;
 use super::{ChunkRecord, Filters};
 use crate::error::{Error, Result};
 
@@ -98,6 +99,20 @@ fn analyzer() -> TextAnalyzer {
             .build()
     });
     ANALYZER_PROTO.clone()
+}
+
+/// The index analyzer for cutting one query's snippets: the same tokens at the same offsets,
+/// but only the words whose stem could be a query term are stemmed ([`QueryStemmer`]).
+fn snippet_analyzer<'a>(terms: impl IntoIterator<Item = &'a str>) -> TextAnalyzer {
+    static STOP_WORDS: std::sync::LazyLock<StopWordFilter> = std::sync::LazyLock::new(|| {
+        StopWordFilter::new(Language::English).expect("english stop words")
+    });
+    TextAnalyzer::builder(SimpleTokenizer::default())
+        .filter(RemoveLongFilter::limit(40))
+        .filter(LowerCaser)
+        .filter(STOP_WORDS.clone())
+        .filter(QueryStemmer::new(terms))
+        .build()
 }
 
 impl KeywordIndex {
@@ -353,11 +368,35 @@ impl KeywordIndex {
         self.generator(&self.reader.searcher(), &*q)
     }
 
+    /// What `SnippetGenerator::create` builds (the query's body terms, each scored
+    /// `1 / (1 + doc freq)`, absent terms left out), but with [`snippet_analyzer`], which
+    /// stems only the words that could match.
     fn generator(&self, searcher: &tantivy::Searcher, q: &dyn Query) -> Option<SnippetGenerator> {
         // Terms come from the indexed body field; the snippet is cut from the chunk text.
-        let mut g = SnippetGenerator::create(searcher, q, self.f.body).ok()?;
-        g.set_max_num_chars(self.snippet_chars);
-        Some(g)
+        let mut terms: BTreeSet<&Term> = BTreeSet::new();
+        q.query_terms(&mut |term, _| {
+            if term.field() == self.f.body {
+                terms.insert(term);
+            }
+        });
+        let mut scored: BTreeMap<String, f32> = BTreeMap::new();
+        for term in terms {
+            let value = term.value();
+            let Some(text) = value.as_str() else {
+                continue;
+            };
+            let df = searcher.doc_freq(term).ok()?;
+            if df > 0 {
+                scored.insert(text.to_string(), 1.0 / (1.0 + df as f32));
+            }
+        }
+        let analyzer = snippet_analyzer(scored.keys().map(String::as_str));
+        Some(SnippetGenerator::new(
+            scored,
+            analyzer,
+            self.f.body,
+            self.snippet_chars,
+        ))
     }
 
     fn chunk_of(&self, d: &TantivyDocument) -> ChunkRecord {
@@ -387,4 +426,141 @@ fn text_of(d: &TantivyDocument, f: Field) -> String {
         .and_then(|v| v.as_str())
         .unwrap_or_default()
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Inflections, stop words, exceptions of the stemmer, capitals and non-ASCII letters.
+    const WORDS: &[&str] = &[
+        "running",
+        "runs",
+        "ran",
+        "runner",
+        "Run",
+        "skies",
+        "sky",
+        "dying",
+        "die",
+        "cells",
+        "cell",
+        "Cellular",
+        "increased",
+        "increase",
+        "increasing",
+        "the",
+        "The",
+        "a",
+        "of",
+        "in",
+        "is",
+        "was",
+        "were",
+        "studies",
+        "study",
+        "studied",
+        "happy",
+        "happiness",
+        "generously",
+        "general",
+        "generate",
+        "Generation",
+        "über",
+        "Über",
+        "café",
+        "1990s",
+        "000s",
+        "ties",
+        "tie",
+        "cries",
+        "cry",
+        "ugly",
+        "early",
+        "only",
+        "news",
+        "protein",
+        "proteins",
+        "TNF",
+        "inflammation",
+        "inflammatory",
+        "in-vivo",
+        "x",
+        "ab",
+        "abc",
+    ];
+
+    fn chunk(i: usize, text: &str) -> ChunkRecord {
+        ChunkRecord {
+            chunk_id: format!("c{i}"),
+            source_id: format!("s{i}"),
+            content_hash: String::new(),
+            ordinal: 0,
+            text: text.to_string(),
+            title: String::new(),
+            section: String::new(),
+            page: None,
+            char_start: 0,
+            char_end: text.len() as u32,
+            file_type: "txt".into(),
+            meta: Vec::new(),
+            external_id: String::new(),
+            vector: Vec::new(),
+        }
+    }
+
+    /// An index holding every word of [`WORDS`] at different document frequencies.
+    fn index() -> (tempfile::TempDir, KeywordIndex) {
+        let dir = tempfile::tempdir().unwrap();
+        let k = KeywordIndex::open(dir.path(), true, 60, 10).unwrap();
+        let chunks: Vec<ChunkRecord> = (0..WORDS.len())
+            .map(|i| chunk(i, &WORDS[i..].join(" ")))
+            .collect();
+        k.replace(&[], &chunks).unwrap();
+        (dir, k)
+    }
+
+    fn text_of(words: &[usize], seps: &[usize]) -> String {
+        const SEPS: [&str; 4] = [" ", ", ", ". ", " ("];
+        let mut t = String::new();
+        for (w, s) in words.iter().zip(seps.iter().cycle()) {
+            t.push_str(WORDS[*w % WORDS.len()]);
+            t.push_str(SEPS[*s % SEPS.len()]);
+        }
+        t
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// The query-stemming snippet generator cuts and marks exactly what tantivy's own
+        /// (which stems every word) does.
+        #[test]
+        fn snippets_equal_tantivys(
+            query in proptest::collection::vec(0usize..100, 1..6),
+            words in proptest::collection::vec(0usize..100, 0..60),
+            seps in proptest::collection::vec(0usize..4, 1..8),
+        ) {
+            static INDEX: std::sync::LazyLock<(tempfile::TempDir, KeywordIndex)> =
+                std::sync::LazyLock::new(index);
+            let k = &INDEX.1;
+            let query = text_of(&query, &[0]);
+            let text = text_of(&words, &seps);
+            let ours = k.snippet_generator(&query, 0.0);
+            let terms = k.query_terms(&query);
+            let theirs = (!terms.is_empty()).then(|| {
+                let q = k.text_query(&terms, 0.0);
+                let mut g = SnippetGenerator::create(&k.reader.searcher(), &*q, k.f.body).unwrap();
+                g.set_max_num_chars(60);
+                g
+            });
+            prop_assert_eq!(ours.is_some(), theirs.is_some());
+            if let (Some(a), Some(b)) = (ours, theirs) {
+                let (a, b) = (a.snippet(&text), b.snippet(&text));
+                prop_assert_eq!(a.fragment(), b.fragment());
+                prop_assert_eq!(a.highlighted(), b.highlighted());
+            }
+        }
+    }
 }
