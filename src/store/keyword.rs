@@ -19,6 +19,7 @@ use tantivy::schema::{
 use tantivy::snippet::SnippetGenerator;
 use tantivy::tokenizer::{
     Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, StopWordFilter, TextAnalyzer,
+    TokenFilter,
 };
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 
@@ -90,20 +91,21 @@ fn schema() -> (Schema, Fields) {
 
 /// The English analyzer, built once (its stop-word set is a hash set) and cloned per use.
 fn analyzer() -> TextAnalyzer {
-    static ANALYZER_PROTO: std::sync::LazyLock<TextAnalyzer> = std::sync::LazyLock::new(|| {
-        TextAnalyzer::builder(SimpleTokenizer::default())
-            .filter(RemoveLongFilter::limit(40))
-            .filter(LowerCaser)
-            .filter(StopWordFilter::new(Language::English).expect("english stop words"))
-            .filter(super::stem::EnglishStemmer)
-            .build()
-    });
+    static ANALYZER_PROTO: std::sync::LazyLock<TextAnalyzer> =
+        std::sync::LazyLock::new(|| english(super::stem::EnglishStemmer));
     ANALYZER_PROTO.clone()
 }
 
 /// The index analyzer for cutting one query's snippets: the same tokens at the same offsets,
 /// but only the words whose stem could be a query term are stemmed ([`QueryStemmer`]).
 fn snippet_analyzer<'a>(terms: impl IntoIterator<Item = &'a str>) -> TextAnalyzer {
+    english(QueryStemmer::new(terms))
+}
+
+/// The English chain (split on non-alphanumerics, drop tokens over 40 bytes, lowercase, drop
+/// stop words) ending in `stemmer`: one definition for the index and its snippets, so they
+/// cannot drift apart.
+fn english(stemmer: impl TokenFilter) -> TextAnalyzer {
     static STOP_WORDS: std::sync::LazyLock<StopWordFilter> = std::sync::LazyLock::new(|| {
         StopWordFilter::new(Language::English).expect("english stop words")
     });
@@ -111,7 +113,7 @@ fn snippet_analyzer<'a>(terms: impl IntoIterator<Item = &'a str>) -> TextAnalyze
         .filter(RemoveLongFilter::limit(40))
         .filter(LowerCaser)
         .filter(STOP_WORDS.clone())
-        .filter(QueryStemmer::new(terms))
+        .filter(stemmer)
         .build()
 }
 
