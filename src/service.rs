@@ -900,7 +900,7 @@ impl Cairn {
                 let r = if run_kw {
                     blocking(move || kw.search(&kq, kw_k, &kf, boost)).await?
                 } else {
-                    let gen = kw.snippet_generator(&kq, boost);
+                    let gen = kw.snippets(&kq, boost);
                     Ok((Vec::new(), gen))
                 };
                 r.map(|(hits, gen)| (hits, gen, ms_since(t)))
@@ -1747,16 +1747,12 @@ pub fn embed_input(title: &str, section: &[String], text: &str) -> String {
 }
 
 fn make_snippet(
-    gen: Option<&tantivy::snippet::SnippetGenerator>,
+    gen: Option<&crate::store::snippet::Snippets>,
     text: &str,
     max_chars: usize,
 ) -> String {
-    if let Some(g) = gen {
-        let mut sn = g.snippet(text);
-        if !sn.is_empty() {
-            sn.set_snippet_prefix_postfix("<mark>", "</mark>");
-            return sn.to_html();
-        }
+    if let Some(html) = gen.and_then(|g| g.html(text)) {
+        return html;
     }
     let head: String = text.chars().take(max_chars).collect();
     html_escape::encode_text(&head).into_owned()

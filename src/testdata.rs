@@ -223,3 +223,25 @@ fn xml_escape(s: &str) -> String {
     }
     out
 }
+
+/// The BEIR SciFact folder beside the repository (`../shared/eval/scifact`), which CI has but a
+/// plain clone may not.
+pub fn scifact_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/eval/scifact")
+}
+
+/// The SciFact corpus (`corpus.jsonl.gz`, one JSON document per line), or `None` (saying the
+/// test is skipped) when it is not there.
+pub fn scifact_corpus() -> Option<String> {
+    use std::io::Read;
+    let path = scifact_dir().join("corpus.jsonl.gz");
+    let Ok(file) = std::fs::File::open(&path) else {
+        eprintln!("skipped: {} not found", path.display());
+        return None;
+    };
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(file)
+        .read_to_string(&mut text)
+        .expect("corpus.jsonl.gz reads");
+    Some(text)
+}

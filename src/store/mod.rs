@@ -21,6 +21,7 @@
 pub mod concepts;
 pub mod flat;
 pub mod keyword;
+pub mod snippet;
 pub mod stem;
 pub mod vector;
 

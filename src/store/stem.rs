@@ -1,10 +1,10 @@
 //! English Snowball stemming with a process-wide memo, as a tantivy token filter.
 //!
-//! Why: every search cuts snippets from its result chunks, and tantivy's snippet generator runs
-//! the field's whole analyzer over each chunk's text — a few thousand words per request. Stemming
-//! them was about a sixth of a keyword search's CPU (`perf`, docs/benchmarks.md), yet a corpus
-//! has few distinct words, so each is stemmed once and looked up afterwards. The output is the
-//! stemmer's own (same index terms, same query terms); only the work is saved.
+//! Why: ingest stems every word of every chunk and every search cuts snippets from its results
+//! (a few thousand words per request, see [`super::snippet`]), yet a corpus has few distinct
+//! words, so each is stemmed once and looked up afterwards. The output is the stemmer's own
+//! (same index terms, same query terms); only the work is saved. [`QueryStemmer`] says which
+//! words of a result need stemming at all for one query.
 //!
 //! The memo is bounded ([`MEMO_MAX_WORDS`], spread over shards): once a shard is full, new
 //! words are stemmed without being remembered, so odd tokens (ids, numbers) cannot grow it
@@ -34,17 +34,36 @@ static MEMO: LazyLock<Memo> = LazyLock::new(|| Memo {
     shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
 });
 
+fn shard(word: &str) -> &'static Shard {
+    &MEMO.shards[(FxBuildHasher.hash_one(word) as usize) % SHARDS]
+}
+
 /// The English Snowball stem of a lowercased word (memoized).
 pub fn stem(word: &str) -> Cow<'_, str> {
-    let memo = &*MEMO;
-    let shard = &memo.shards[(FxBuildHasher.hash_one(word) as usize) % SHARDS];
+    let shard = shard(word);
     if let Some(hit) = shard.read().ok().and_then(|m| m.get(word).cloned()) {
         return match hit {
             Some(s) => Cow::Owned(s.into()),
             None => Cow::Borrowed(word),
         };
     }
-    let stemmed = memo.stemmer.stem(word);
+    remember(shard, word)
+}
+
+/// `f` of the stem of a lowercased word: [`stem`] without copying a remembered stem.
+pub fn with_stem<R>(word: &str, f: impl FnOnce(&str) -> R) -> R {
+    let shard = shard(word);
+    if let Ok(m) = shard.read() {
+        if let Some(hit) = m.get(word) {
+            return f(hit.as_deref().unwrap_or(word));
+        }
+    }
+    f(&remember(shard, word))
+}
+
+/// Stems a word the memo does not hold, and remembers it while its shard has room.
+fn remember<'a>(shard: &Shard, word: &'a str) -> Cow<'a, str> {
+    let stemmed = MEMO.stemmer.stem(word);
     if let Ok(mut m) = shard.write() {
         if m.len() < MEMO_MAX_WORDS / SHARDS {
             let value = (stemmed != word).then(|| stemmed.as_ref().into());
@@ -63,46 +82,38 @@ impl TokenFilter for EnglishStemmer {
     type Tokenizer<T: Tokenizer> = StemFilter<T>;
 
     fn transform<T: Tokenizer>(self, tokenizer: T) -> StemFilter<T> {
-        StemFilter {
-            inner: tokenizer,
-            only: None,
-        }
+        StemFilter { inner: tokenizer }
     }
 }
 
-/// Stems every token, or with `only`, the tokens that could match its query's terms.
+/// Stems every token.
 #[derive(Clone)]
 pub struct StemFilter<T> {
     inner: T,
-    only: Option<QueryStemmer>,
 }
 
 impl<T: Tokenizer> Tokenizer for StemFilter<T> {
-    type TokenStream<'a> = StemStream<'a, T::TokenStream<'a>>;
+    type TokenStream<'a> = StemStream<T::TokenStream<'a>>;
 
     fn token_stream<'a>(&'a mut self, text: &'a str) -> Self::TokenStream<'a> {
         StemStream {
             tail: self.inner.token_stream(text),
-            only: self.only.as_ref(),
         }
     }
 }
 
-pub struct StemStream<'a, T> {
+pub struct StemStream<T> {
     tail: T,
-    only: Option<&'a QueryStemmer>,
 }
 
-impl<T: TokenStream> TokenStream for StemStream<'_, T> {
+impl<T: TokenStream> TokenStream for StemStream<T> {
     fn advance(&mut self) -> bool {
         if !self.tail.advance() {
             return false;
         }
         let token = self.tail.token_mut();
-        if self.only.is_none_or(|q| q.could_match(&token.text)) {
-            if let Cow::Owned(s) = stem(&token.text) {
-                token.text = s;
-            }
+        if let Cow::Owned(s) = stem(&token.text) {
+            token.text = s;
         }
         true
     }
@@ -130,29 +141,42 @@ pub fn head(word: &str) -> &str {
 
 /// Whether two words' [`head`]s agree on as many characters as both have.
 pub fn heads_agree(a: &str, b: &str) -> bool {
-    head(a).chars().zip(head(b).chars()).all(|(x, y)| x == y)
+    Head::of(a).agrees(Head::of(b))
 }
 
-/// Whether a word is one [`head`] cannot reason about (second letter `y`): always stemmed.
-fn y_second(word: &str) -> bool {
-    word.chars().nth(1) == Some('y')
+/// A word's [`head`] as its first two characters (`None` past the word's end), so that
+/// comparing heads takes no string slicing: [`QueryStemmer`] compares every word of every
+/// result with the query's heads.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Head(Option<char>, Option<char>);
+
+impl Head {
+    fn of(word: &str) -> Self {
+        let mut c = word.chars();
+        Head(c.next(), c.next())
+    }
+
+    /// Equal wherever both have a character (as [`heads_agree`]).
+    fn agrees(self, other: Head) -> bool {
+        fn eq(a: Option<char>, b: Option<char>) -> bool {
+            a.zip(b).is_none_or(|(x, y)| x == y)
+        }
+        eq(self.0, other.0) && eq(self.1, other.1)
+    }
 }
 
-/// Token filter for cutting snippets for one query: stems only the tokens that could stem to
-/// one of the query's terms (their [`head`]s agree) and leaves the others as they are. A token
-/// left unstemmed cannot equal a term, so the snippet generator sees the same matches, at the
-/// same positions, as with [`EnglishStemmer`] (property-tested against tantivy's generator).
-/// Stemming every word of every result was about a tenth of a keyword search's CPU; with this,
-/// a keyword search costs ~7% less CPU (docs/benchmarks.md).
+/// Which words could stem to one of a query's terms: those whose [`head`] agrees with a
+/// term's. A word that cannot is not stemmed when snippets are cut ([`super::snippet`]), since
+/// its stem cannot equal a term; that saves stemming most words of every result.
 #[derive(Clone)]
 pub struct QueryStemmer {
-    heads: std::sync::Arc<[Box<str>]>,
+    heads: Box<[Head]>,
 }
 
 impl QueryStemmer {
     /// For the query terms (already stemmed).
     pub fn new<'a>(terms: impl IntoIterator<Item = &'a str>) -> Self {
-        let mut heads: Vec<Box<str>> = terms.into_iter().map(|t| head(t).into()).collect();
+        let mut heads: Vec<Head> = terms.into_iter().map(Head::of).collect();
         heads.sort_unstable();
         heads.dedup();
         Self {
@@ -160,20 +184,17 @@ impl QueryStemmer {
         }
     }
 
-    /// Whether `word`'s stem could be one of the terms.
-    fn could_match(&self, word: &str) -> bool {
-        y_second(word) || self.heads.iter().any(|h| heads_agree(h, word))
+    /// Whether `word`'s stem could be one of the terms. Words whose second letter is `y`,
+    /// which [`head`] cannot reason about, always could.
+    pub fn could_match(&self, word: &str) -> bool {
+        let h = Head::of(word);
+        h.0.is_none_or(|first| self.could_match_head(first, h.1))
     }
-}
 
-impl TokenFilter for QueryStemmer {
-    type Tokenizer<T: Tokenizer> = StemFilter<T>;
-
-    fn transform<T: Tokenizer>(self, tokenizer: T) -> StemFilter<T> {
-        StemFilter {
-            inner: tokenizer,
-            only: Some(self),
-        }
+    /// [`Self::could_match`] for a word starting with `first` and `second`.
+    pub fn could_match_head(&self, first: char, second: Option<char>) -> bool {
+        let h = Head(Some(first), second);
+        second == Some('y') || self.heads.iter().any(|t| t.agrees(h))
     }
 }
 
@@ -181,8 +202,11 @@ impl TokenFilter for QueryStemmer {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use std::path::Path;
     use tantivy::tokenizer::{Language, LowerCaser, SimpleTokenizer, Stemmer, TextAnalyzer};
+
+    fn y_second(word: &str) -> bool {
+        word.chars().nth(1) == Some('y')
+    }
 
     fn tokens(mut a: TextAnalyzer, text: &str) -> Vec<(String, usize, usize, usize)> {
         let mut out = Vec::new();
@@ -265,17 +289,9 @@ mod tests {
     /// head when stemmed: what [`QueryStemmer`] relies on, over real scientific text.
     #[test]
     fn the_scifact_vocabulary_keeps_its_head() {
-        use std::io::Read;
-        let path =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/eval/scifact/corpus.jsonl.gz");
-        let Ok(file) = std::fs::File::open(&path) else {
-            eprintln!("skipped: {} not found", path.display());
+        let Some(text) = crate::testdata::scifact_corpus() else {
             return;
         };
-        let mut text = String::new();
-        flate2::read::GzDecoder::new(file)
-            .read_to_string(&mut text)
-            .unwrap();
         let mut a = TextAnalyzer::builder(SimpleTokenizer::default())
             .filter(LowerCaser)
             .build();
