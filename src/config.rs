@@ -124,7 +124,9 @@ pub struct SearchConfig {
     pub keyword_weight: f32,
     /// Default weight of the vector list in hybrid fusion.
     pub vector_weight: f32,
-    /// Boost of the title field in BM25.
+    /// Extra BM25 weight of title matches (the title is also part of the scored body); 0 = off,
+    /// the default: on SciFact a boost of 0.25 adds 0.002 nDCG@10 to keyword search but costs
+    /// hybrid 0.003, and its clauses double BM25's scorers (~18% of a keyword search's CPU).
     pub title_boost: f32,
     /// Longest snippet, in characters.
     pub snippet_chars: usize,
@@ -342,7 +344,7 @@ impl Default for SearchConfig {
             rrf_k: 60.0,
             keyword_weight: 1.0,
             vector_weight: 1.0,
-            title_boost: 0.25,
+            title_boost: 0.0,
             snippet_chars: 240,
             query_cache_size: 4096,
             rerank_candidates: 50,
