@@ -40,14 +40,13 @@ fn shard(word: &str) -> &'static Shard {
 
 /// The English Snowball stem of a lowercased word (memoized).
 pub fn stem(word: &str) -> Cow<'_, str> {
-    let shard = shard(word);
-    if let Some(hit) = shard.read().ok().and_then(|m| m.get(word).cloned()) {
-        return match hit {
-            Some(s) => Cow::Owned(s.into()),
-            None => Cow::Borrowed(word),
-        };
-    }
-    remember(shard, word)
+    with_stem(word, |s| {
+        if s == word {
+            Cow::Borrowed(word)
+        } else {
+            Cow::Owned(s.to_owned())
+        }
+    })
 }
 
 /// `f` of the stem of a lowercased word: [`stem`] without copying a remembered stem.
@@ -127,27 +126,16 @@ impl<T: TokenStream> TokenStream for StemStream<T> {
     }
 }
 
-/// The first `min(2, len)` characters of a word: the part of it that stemming keeps, as far
-/// as the stem is that long. English Snowball only rewrites suffixes (inside R1/R2, which start
-/// after the second letter at the earliest, or the `ies`/`ied`/`y` endings, which need a letter
-/// before them), and leaves words of one or two letters as they are; the one exception is the
-/// fixed list "dying", "lying", "tying" → "die", "lie", "tie", whose second letter is `y`. So
-/// for every word `w` whose second letter is not `y`, `heads_agree(stem(w), w)`; the tests
-/// check it over random words, the stemmer's exception list and the SciFact vocabulary.
-pub fn head(word: &str) -> &str {
-    let end = word.char_indices().nth(2).map_or(word.len(), |(i, _)| i);
-    &word[..end]
-}
-
-/// Whether two words' [`head`]s agree on as many characters as both have.
-pub fn heads_agree(a: &str, b: &str) -> bool {
-    Head::of(a).agrees(Head::of(b))
-}
-
-/// A word's [`head`] as its first two characters (`None` past the word's end), so that
-/// comparing heads takes no string slicing: [`QueryStemmer`] compares every word of every
-/// result with the query's heads.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// A word's head: its first `min(2, len)` characters (`None` past the word's end), the part of
+/// it that stemming keeps, as far as the stem is that long. English Snowball only rewrites
+/// suffixes (inside R1/R2, which start after the second letter at the earliest, or the
+/// `ies`/`ied`/`y` endings, which need a letter before them), and leaves words of one or two
+/// letters as they are; the one exception is the fixed list "dying", "lying", "tying" → "die",
+/// "lie", "tie", whose second letter is `y`. So for every word `w` whose second letter is not
+/// `y`, the heads of `stem(w)` and `w` [agree](Head::agrees); the tests check it over random
+/// words, the stemmer's exception list and the SciFact vocabulary. Two `char`s rather than a
+/// slice: [`QueryStemmer`] compares every word of every result with the query's heads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Head(Option<char>, Option<char>);
 
 impl Head {
@@ -156,7 +144,7 @@ impl Head {
         Head(c.next(), c.next())
     }
 
-    /// Equal wherever both have a character (as [`heads_agree`]).
+    /// Equal on as many characters as both have.
     fn agrees(self, other: Head) -> bool {
         fn eq(a: Option<char>, b: Option<char>) -> bool {
             a.zip(b).is_none_or(|(x, y)| x == y)
@@ -165,7 +153,7 @@ impl Head {
     }
 }
 
-/// Which words could stem to one of a query's terms: those whose [`head`] agrees with a
+/// Which words could stem to one of a query's terms: those whose [`Head`] agrees with a
 /// term's. A word that cannot is not stemmed when snippets are cut ([`super::snippet`]), since
 /// its stem cannot equal a term; that saves stemming most words of every result.
 #[derive(Clone)]
@@ -185,7 +173,7 @@ impl QueryStemmer {
     }
 
     /// Whether `word`'s stem could be one of the terms. Words whose second letter is `y`,
-    /// which [`head`] cannot reason about, always could.
+    /// which [`Head`] cannot reason about, always could.
     pub fn could_match(&self, word: &str) -> bool {
         let h = Head::of(word);
         h.0.is_none_or(|first| self.could_match_head(first, h.1))
@@ -206,6 +194,10 @@ mod tests {
 
     fn y_second(word: &str) -> bool {
         word.chars().nth(1) == Some('y')
+    }
+
+    fn heads_agree(a: &str, b: &str) -> bool {
+        Head::of(a).agrees(Head::of(b))
     }
 
     fn tokens(mut a: TextAnalyzer, text: &str) -> Vec<(String, usize, usize, usize)> {
@@ -281,8 +273,8 @@ mod tests {
             );
         }
         assert!(y_second("dying") && !heads_agree(&stem("dying"), "dying"));
-        assert_eq!(head("über"), "üb");
-        assert_eq!(head("a"), "a");
+        assert_eq!(Head::of("über"), Head(Some('ü'), Some('b')));
+        assert_eq!(Head::of("a"), Head(Some('a'), None));
     }
 
     /// Every word of the SciFact corpus (when `../shared/eval/scifact` is there) keeps its
