@@ -883,7 +883,7 @@ impl Cairn {
             let run_kw = req.mode != Mode::Vector && (req.mode == Mode::Keyword || wk > 0.0);
             let run_vec = req.mode != Mode::Keyword && (req.mode == Mode::Vector || wv > 0.0);
             let need_vec = run_vec || (plan.use_graph && plan.expand);
-            // BM25 (blocking thread) and embedding + vector search + graph run concurrently.
+            // BM25 and embedding + vector search + graph run concurrently.
             let kw = self.store.keywords.clone();
             let (kq, kf, boost) = (
                 query.clone(),
@@ -898,7 +898,13 @@ impl Cairn {
             let keyword = async move {
                 let t = Instant::now();
                 let r = if run_kw {
-                    blocking(move || kw.search(&kq, kw_k, &kf, boost)).await?
+                    // A light search runs here: the hand-off to a blocking thread and back
+                    // would cost more than the search.
+                    match kw.prepare(&kq, &kf, boost) {
+                        None => Ok((Vec::new(), None)),
+                        Some(s) if s.is_light() => kw.run(s, kw_k),
+                        Some(s) => blocking(move || kw.run(s, kw_k)).await?,
+                    }
                 } else {
                     let gen = kw.snippets(&kq, boost);
                     Ok((Vec::new(), gen))
@@ -958,7 +964,9 @@ impl Cairn {
                     hits, rows, embed_ms, vector_ms, expansion, graph_hits, graph_ms,
                 ))
             };
-            let (keyword, vector) = tokio::join!(keyword, vector);
+            // The vector side first: its first poll hands the query to the embedder, which
+            // then works while a light keyword search runs here.
+            let (vector, keyword) = tokio::join!(vector, keyword);
             let (kw_hits, snippets, keyword_ms) = keyword?;
             let (vec_hits, vec_rows, embed_ms, vector_ms, expansion, graph_hits, graph_ms) =
                 vector?;

@@ -53,6 +53,31 @@ pub struct KeywordIndex {
     f: Fields,
 }
 
+/// Postings (summed document frequencies of a query's terms) up to which a keyword search is
+/// light enough for the async runtime. Block-max WAND scores at most this many documents, at
+/// roughly 20-30 ns each on the 2-core benchmark machine, so a light search takes well under a
+/// millisecond; handing it to a blocking thread and back would cost more than that
+/// (`docs/benchmarks.md`). Heavier searches, and filtered ones, go to a blocking thread.
+const LIGHT_POSTINGS: u64 = 20_000;
+
+/// A parsed BM25 search ([`KeywordIndex::prepare`]) waiting to [`run`](KeywordIndex::run).
+pub struct KeywordSearch {
+    searcher: tantivy::Searcher,
+    query: Box<dyn Query>,
+    snippets: Option<Snippets>,
+    /// Upper bound of the documents the text query scores.
+    postings: u64,
+    filtered: bool,
+}
+
+impl KeywordSearch {
+    /// Whether it may run on the async runtime: unfiltered (a filter's cost is not bounded by
+    /// the query's terms) and at most [`LIGHT_POSTINGS`] postings.
+    pub fn is_light(&self) -> bool {
+        !self.filtered && self.postings <= LIGHT_POSTINGS
+    }
+}
+
 /// A BM25 hit with the stored chunk fields.
 pub struct KeywordHit {
     pub chunk: ChunkRecord,
@@ -300,30 +325,64 @@ impl KeywordIndex {
         filters: &Filters,
         title_boost: f32,
     ) -> Result<(Vec<KeywordHit>, Option<Snippets>)> {
+        match self.prepare(query, filters, title_boost) {
+            Some(s) => self.run(s, k),
+            None => Ok((Vec::new(), None)),
+        }
+    }
+
+    /// Analyses `query` and looks its terms up (microseconds), for [`KeywordIndex::run`];
+    /// `None` when no term is left (all stop words or punctuation).
+    pub fn prepare(
+        &self,
+        query: &str,
+        filters: &Filters,
+        title_boost: f32,
+    ) -> Option<KeywordSearch> {
         let terms = self.query_terms(query);
-        if terms.is_empty() || k == 0 {
-            return Ok((Vec::new(), None));
+        if terms.is_empty() {
+            return None;
         }
         let text_q = self.text_query(&terms, title_boost);
         let searcher = self.reader.searcher();
-        let snippets = self.generator(&searcher, &*text_q);
-        let q: Box<dyn Query> = match self.filter_query(filters) {
+        let (snippets, body_postings) = self.generator(&searcher, &*text_q);
+        // A title is part of its chunk's body, so its postings are at most the body's.
+        let postings = body_postings.saturating_mul(if title_boost > 0.0 { 2 } else { 1 });
+        let filter = self.filter_query(filters);
+        let filtered = filter.is_some();
+        let query: Box<dyn Query> = match filter {
             None => text_q,
             Some(fq) => Box::new(BooleanQuery::new(vec![
                 (Occur::Must, text_q),
                 (Occur::Must, fq),
             ])),
         };
-        let top = searcher.search(&*q, &TopDocs::with_limit(k).order_by_score())?;
+        Some(KeywordSearch {
+            searcher,
+            query,
+            snippets,
+            postings,
+            filtered,
+        })
+    }
+
+    /// Runs a prepared search: the top `k` hits with their stored rows, and the snippet maker.
+    pub fn run(&self, s: KeywordSearch, k: usize) -> Result<(Vec<KeywordHit>, Option<Snippets>)> {
+        if k == 0 {
+            return Ok((Vec::new(), s.snippets));
+        }
+        let top = s
+            .searcher
+            .search(&*s.query, &TopDocs::with_limit(k).order_by_score())?;
         let mut out = Vec::with_capacity(top.len());
         for (score, addr) in top {
-            let d: TantivyDocument = searcher.doc(addr)?;
+            let d: TantivyDocument = s.searcher.doc(addr)?;
             out.push(KeywordHit {
                 chunk: self.chunk_of(&d),
                 score,
             });
         }
-        Ok((out, snippets))
+        Ok((out, s.snippets))
     }
 
     /// The stored rows of the given chunks that pass `filters` (ids not in the index are
@@ -359,12 +418,13 @@ impl KeywordIndex {
             return None;
         }
         let q = self.text_query(&terms, title_boost);
-        self.generator(&self.reader.searcher(), &*q)
+        self.generator(&self.reader.searcher(), &*q).0
     }
 
     /// The snippet maker of a query: what `SnippetGenerator::create` would build (the query's
-    /// body terms, each scored `1 / (1 + doc freq)`, absent terms left out), as [`Snippets`].
-    fn generator(&self, searcher: &tantivy::Searcher, q: &dyn Query) -> Option<Snippets> {
+    /// body terms, each scored `1 / (1 + doc freq)`, absent terms left out), as [`Snippets`];
+    /// and the sum of those doc freqs (`u64::MAX` when a lookup failed).
+    fn generator(&self, searcher: &tantivy::Searcher, q: &dyn Query) -> (Option<Snippets>, u64) {
         // Terms come from the indexed body field; the snippet is cut from the chunk text.
         let mut terms: BTreeSet<&Term> = BTreeSet::new();
         q.query_terms(&mut |term, _| {
@@ -373,17 +433,21 @@ impl KeywordIndex {
             }
         });
         let mut scored: BTreeMap<String, f32> = BTreeMap::new();
+        let mut postings = 0u64;
         for term in terms {
             let value = term.value();
             let Some(text) = value.as_str() else {
                 continue;
             };
-            let df = searcher.doc_freq(term).ok()?;
+            let Ok(df) = searcher.doc_freq(term) else {
+                return (None, u64::MAX);
+            };
+            postings += df;
             if df > 0 {
                 scored.insert(text.to_string(), 1.0 / (1.0 + df as f32));
             }
         }
-        Some(Snippets::new(scored, self.snippet_chars))
+        (Some(Snippets::new(scored, self.snippet_chars)), postings)
     }
 
     fn chunk_of(&self, d: &TantivyDocument) -> ChunkRecord {
@@ -514,6 +578,47 @@ mod tests {
             .collect();
         k.replace(&[], &chunks).unwrap();
         (dir, k)
+    }
+
+    /// A prepared search counts its terms' postings (doubled when title clauses are on) and is
+    /// light only unfiltered and within [`LIGHT_POSTINGS`]; either way it runs the same.
+    #[test]
+    fn prepared_searches_know_their_postings() {
+        let (_dir, k) = index();
+        // Word `j` of WORDS is in chunks 0..=j; these two have stems of their own.
+        let df = |w: &str| WORDS.iter().position(|x| *x == w).unwrap() as u64 + 1;
+        let both = df("TNF") + df("inflammation");
+        let none = Filters::default();
+        let s = k.prepare("TNF, and inflammation?", &none, 0.0).unwrap();
+        assert_eq!(s.postings, both);
+        assert!(s.is_light());
+        let (hits, snippets) = k.run(s, 3).unwrap();
+        assert_eq!(hits.len(), 3);
+        assert!(snippets.is_some());
+        assert_eq!(
+            k.prepare("TNF inflammation", &none, 0.5).unwrap().postings,
+            2 * both
+        );
+        let only_s1 = Filters {
+            source_ids: vec!["s1".into()],
+            ..Default::default()
+        };
+        let s = k.prepare("TNF", &only_s1, 0.0).unwrap();
+        assert!(!s.is_light());
+        let (hits, _) = k.run(s, 10).unwrap();
+        let ids: Vec<&str> = hits.iter().map(|h| h.chunk.chunk_id.as_str()).collect();
+        assert_eq!(ids, ["c1"]);
+        let mut s = k.prepare("TNF", &none, 0.0).unwrap();
+        s.postings = LIGHT_POSTINGS;
+        assert!(s.is_light());
+        s.postings = LIGHT_POSTINGS + 1;
+        assert!(!s.is_light());
+        assert!(k.prepare("the of, is", &none, 0.0).is_none());
+        assert!(k
+            .run(k.prepare("TNF", &none, 0.0).unwrap(), 0)
+            .unwrap()
+            .0
+            .is_empty());
     }
 
     fn text_of(words: &[usize], seps: &[usize]) -> String {
