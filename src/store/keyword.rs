@@ -413,12 +413,8 @@ impl KeywordIndex {
 
     /// The snippet maker for `query` over chunk text, for hits that came from elsewhere.
     pub fn snippets(&self, query: &str, title_boost: f32) -> Option<Snippets> {
-        let terms = self.query_terms(query);
-        if terms.is_empty() {
-            return None;
-        }
-        let q = self.text_query(&terms, title_boost);
-        self.generator(&self.reader.searcher(), &*q).0
+        self.prepare(query, &Filters::default(), title_boost)?
+            .snippets
     }
 
     /// The snippet maker of a query: what `SnippetGenerator::create` would build (the query's
