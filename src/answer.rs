@@ -16,7 +16,7 @@ use futures::stream::{BoxStream, StreamExt};
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use crate::generate::{ChatMessage, GenEvent, GenParams, Generation, Generator};
 use crate::search::{SearchHit, SearchRequest};
 use crate::service::Cairn;
@@ -209,6 +209,58 @@ pub enum AnswerEvent {
     Error(Error),
 }
 
+/// One `/query` server-sent event on the wire: its event name and JSON data. The server
+/// writes these (`http::query`) and `cairn ask --server` reads them, from this one type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", content = "data", rename_all = "snake_case")]
+pub enum QueryEvent {
+    Sources { citations: Vec<Citation> },
+    Token { delta: String },
+    Citation(Citation),
+    Done(AnswerDone),
+    Error(crate::service::ErrorBody),
+}
+
+impl QueryEvent {
+    /// The SSE event name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            QueryEvent::Sources { .. } => "sources",
+            QueryEvent::Token { .. } => "token",
+            QueryEvent::Citation(_) => "citation",
+            QueryEvent::Done(_) => "done",
+            QueryEvent::Error(_) => "error",
+        }
+    }
+
+    /// The SSE data: the event's JSON.
+    pub fn data(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        v.get_mut("data")
+            .map(serde_json::Value::take)
+            .unwrap_or_default()
+    }
+
+    /// Reads an event from its SSE name and data; `None` for a name this version does not
+    /// know (a newer server's), `Some(Err)` for known names with data that does not fit.
+    pub fn parse(name: &str, data: &str) -> Option<serde_json::Result<Self>> {
+        const KNOWN: [&str; 5] = ["sources", "token", "citation", "done", "error"];
+        if !KNOWN.contains(&name) {
+            return None;
+        }
+        let data = match serde_json::from_str::<serde_json::Value>(data) {
+            Ok(v) => v,
+            Err(e) => return Some(Err(e)),
+        };
+        Some(serde_json::from_value(
+            serde_json::json!({"event": name, "data": data}),
+        ))
+    }
+}
+
+/// Most context chunks an answer may ask for (`/query`'s `limit`).
+pub const MAX_ANSWER_CHUNKS: usize = 50;
+
 /// The message used when nothing relevant was retrieved.
 pub const NO_CONTEXT_ANSWER: &str =
     "I could not find anything relevant to this question in the knowledge base.";
@@ -309,7 +361,7 @@ impl Cairn {
             Some(n) => match configured {
                 Some(g) if n == g.backend().as_str() || n == g.model() => Ok(Some(g)),
                 Some(g) => Err(Error::Unavailable {
-                    code: "generator_unavailable",
+                    code: Code::GeneratorUnavailable,
                     message: format!(
                         "generator `{n}` is not configured; this server answers with `{}` ({}) or `none`",
                         g.backend().as_str(),
@@ -317,7 +369,7 @@ impl Cairn {
                     ),
                 }),
                 None => Err(Error::Unavailable {
-                    code: "generator_unavailable",
+                    code: Code::GeneratorUnavailable,
                     message: format!(
                         "generator `{n}` is not configured; this server has no generator \
                          (start it with --generator llama or --generator openai), only `none`"
@@ -410,12 +462,8 @@ impl Cairn {
         search.limit = Some(search.limit.unwrap_or(self.config.answer.context_chunks));
         search.explain = true;
         let question = search.query.trim().to_string();
-        if search.limit.is_some_and(|l| l > 50) {
-            return Err(Error::InvalidInput(
-                "limit must be between 1 and 50 for answers".into(),
-            ));
-        }
-        let found = self.search(search).await?;
+        // The search plan refuses 0 and anything over the cap with the right bounds.
+        let found = self.search_with_max(search, MAX_ANSWER_CHUNKS).await?;
         let embed_ms = found.timing.embed_ms;
         let retrieve_ms = found.took_ms;
         let generator = GeneratorInfo {
@@ -784,6 +832,47 @@ fn answer_events(p: Prepared) -> BoxStream<'static, AnswerEvent> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_events_round_trip_through_their_sse_form() {
+        let c = Citation {
+            n: 1,
+            chunk_id: "c".into(),
+            source_id: "s".into(),
+            external_id: "e".into(),
+            title: "t".into(),
+            page: Some(2),
+            section: None,
+            snippet: "x".into(),
+            score: 0.5,
+            used: true,
+        };
+        let events = [
+            QueryEvent::Sources {
+                citations: vec![c.clone()],
+            },
+            QueryEvent::Token { delta: "hi".into() },
+            QueryEvent::Citation(c),
+            QueryEvent::Error(crate::service::ErrorBody {
+                code: "timeout".into(),
+                message: "m".into(),
+                suggestions: None,
+            }),
+        ];
+        for ev in events {
+            let data = ev.data().to_string();
+            let back = QueryEvent::parse(ev.name(), &data).unwrap().unwrap();
+            assert_eq!(back, ev);
+        }
+        assert_eq!(
+            QueryEvent::Token { delta: "d".into() }.data(),
+            serde_json::json!({"delta": "d"})
+        );
+        assert!(QueryEvent::parse("later_event", "{}").is_none());
+        assert!(QueryEvent::parse("token", "{\"nope\": 1}")
+            .unwrap()
+            .is_err());
+    }
 
     #[test]
     fn citations_are_found_across_token_boundaries() {

@@ -375,3 +375,64 @@ pub async fn embed(config: Config, dataset: &Path) -> Result<EmbedBench> {
     .await
     .map_err(Error::internal)?
 }
+
+/// What the extraction sandbox costs on ordinary files: each file extracted in-process and in
+/// a worker process (`crate::sandbox`), interleaved, `rounds` times.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExtractBench {
+    pub files: usize,
+    pub rounds: usize,
+    /// Median milliseconds per file, in-process.
+    pub in_process_ms_p50: f64,
+    /// Median milliseconds per file, in a worker process (spawn, pipe, extract, JSON back).
+    pub sandbox_ms_p50: f64,
+    /// Median of the per-file differences.
+    pub overhead_ms_p50: f64,
+}
+
+/// Extracts every supported file of `dir` (not recursive) both ways; see [`ExtractBench`].
+pub async fn extract(
+    dir: &Path,
+    rounds: usize,
+    limits: crate::sandbox::Limits,
+) -> Result<ExtractBench> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        if crate::extract::FileType::from_name(&name).is_some() {
+            files.push((name, std::fs::read(&path)?));
+        }
+    }
+    if files.is_empty() {
+        return Err(Error::InvalidInput(format!(
+            "no supported files in {}",
+            dir.display()
+        )));
+    }
+    let (mut inproc, mut sandboxed, mut diff) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds.max(1) {
+        for (name, bytes) in &files {
+            let t = Instant::now();
+            std::hint::black_box(crate::extract::extract(name, bytes));
+            let a = t.elapsed().as_secs_f64() * 1e3;
+            let t = Instant::now();
+            crate::sandbox::extract(name.clone(), bytes.clone(), limits).await?;
+            let b = t.elapsed().as_secs_f64() * 1e3;
+            inproc.push(a);
+            sandboxed.push(b);
+            diff.push(b - a);
+        }
+    }
+    Ok(ExtractBench {
+        files: files.len(),
+        rounds: rounds.max(1),
+        in_process_ms_p50: median(inproc),
+        sandbox_ms_p50: median(sandboxed),
+        overhead_ms_p50: median(diff),
+    })
+}

@@ -12,6 +12,12 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+mod auth;
+mod generator;
+
+pub use auth::{AuthConfig, AuthMode, JwtConfig, TierLimits};
+pub use generator::{AnswerConfig, Backend, GeneratorConfig, Secret, DEFAULT_SYSTEM_PROMPT};
+
 /// Everything Cairn can be configured with.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -109,6 +115,22 @@ pub struct IngestConfig {
     pub max_file_bytes: u64,
     /// File bytes `cairn ingest` holds in memory at once (files are read in groups).
     pub max_batch_bytes: u64,
+    /// Longest extraction of one file, in seconds; past it the worker is killed and the file
+    /// fails with `extract_timeout` (`crate::sandbox`).
+    pub extract_timeout_s: u64,
+    /// Memory one file's extraction worker may allocate, in MiB; past it the file fails with
+    /// `document_too_large`.
+    pub extract_memory_mb: u64,
+}
+
+impl IngestConfig {
+    /// What one file's extraction may spend.
+    pub fn extract_limits(&self) -> crate::sandbox::Limits {
+        crate::sandbox::Limits {
+            timeout: std::time::Duration::from_secs(self.extract_timeout_s.max(1)),
+            memory_bytes: self.extract_memory_mb.max(64) * 1024 * 1024,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -332,6 +354,8 @@ impl Default for IngestConfig {
             batch_sources: 256,
             max_file_bytes: 256 * 1024 * 1024,
             max_batch_bytes: 256 * 1024 * 1024,
+            extract_timeout_s: 60,
+            extract_memory_mb: 2048,
         }
     }
 }
@@ -401,305 +425,6 @@ impl Default for TelemetryConfig {
             service_name: "cairn".into(),
             sentry_dsn: Secret::default(),
             quality_report: None,
-        }
-    }
-}
-
-/// A secret string: never printed by `Debug`/`Display`, serialised as `"***"`.
-#[derive(Clone, PartialEq, Deserialize, Default)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Self(s.into())
-    }
-    /// The secret itself, for the one place that sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        // Figment layers the defaults through serde; an unset secret stays empty, a set one
-        // must never round-trip into logs or `config` dumps.
-        s.serialize_str(if self.0.is_empty() { "" } else { "***" })
-    }
-}
-
-/// Which text generator answers `/query` and `/v1/chat/completions`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Backend {
-    /// Retrieval-only answers: the sources, no text. Always available.
-    #[default]
-    None,
-    /// A local GGUF model through llama.cpp (cargo feature `llama`).
-    Llama,
-    /// Any OpenAI-compatible Chat Completions endpoint.
-    Openai,
-}
-
-impl Backend {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Backend::None => "none",
-            Backend::Llama => "llama",
-            Backend::Openai => "openai",
-        }
-    }
-}
-
-impl std::str::FromStr for Backend {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "none" => Ok(Backend::None),
-            "llama" => Ok(Backend::Llama),
-            "openai" => Ok(Backend::Openai),
-            other => Err(format!("unknown generator `{other}` (none, llama, openai)")),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct GeneratorConfig {
-    /// `none` (retrieval only), `llama` (local GGUF) or `openai` (remote API).
-    pub backend: Backend,
-    /// llama: path of the GGUF file (default: the first `*.gguf` under `models/llm/`).
-    /// openai: the model name sent upstream.
-    pub model: Option<String>,
-    /// openai: base URL of the API, up to and including `/v1`.
-    pub base_url: String,
-    /// openai: API key. Also read from `CAIRN_OPENAI_API_KEY` or `api_key_file`. Never logged.
-    pub api_key: Secret,
-    /// openai: file holding the API key (e.g. a mounted secret).
-    pub api_key_file: Option<PathBuf>,
-    /// Context window in tokens. llama: the context allocated (capped at the model's training
-    /// context). openai: the budget Cairn packs the prompt into.
-    pub context_tokens: usize,
-    /// llama: decode threads (0 = number of cores).
-    pub threads: usize,
-    /// llama: layers offloaded to the GPU (needs the `cuda` feature; 0 = CPU only).
-    pub gpu_layers: u32,
-    /// Generations running at once; more wait in a queue.
-    pub max_concurrent: usize,
-    /// How long a generation waits for a slot before the caller gets 503 + Retry-After.
-    pub queue_timeout_ms: u64,
-    /// Default `max_tokens` of an answer.
-    pub max_tokens: u32,
-    /// Default sampling temperature (0 = greedy, reproducible).
-    pub temperature: f32,
-    /// openai: seconds to establish the connection.
-    pub connect_timeout_s: u64,
-    /// openai: seconds without a byte from upstream before the generation fails.
-    pub read_timeout_s: u64,
-    /// openai: retries on 429/5xx/connection errors before the first token.
-    pub retries: u32,
-}
-
-impl Default for GeneratorConfig {
-    fn default() -> Self {
-        Self {
-            backend: Backend::None,
-            model: None,
-            base_url: "https://api.openai.com/v1".into(),
-            api_key: Secret::default(),
-            api_key_file: None,
-            context_tokens: 4096,
-            threads: 0,
-            gpu_layers: 0,
-            max_concurrent: 1,
-            queue_timeout_ms: 30_000,
-            max_tokens: 512,
-            temperature: 0.0,
-            connect_timeout_s: 10,
-            read_timeout_s: 60,
-            retries: 2,
-        }
-    }
-}
-
-/// How `/query` turns search results into a prompt.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct AnswerConfig {
-    /// Chunks retrieved for an answer (before the context budget drops the lowest-ranked).
-    pub context_chunks: usize,
-    /// Cosine similarity the best retrieved chunk must reach for the question to be answered
-    /// at all; below it Cairn says it found nothing relevant instead of asking the model.
-    pub min_similarity: f32,
-    /// A lower bar that is enough when the top chunk also matches the question's words (BM25).
-    pub min_similarity_keyword: f32,
-    /// Seconds between SSE keep-alive comments while the model is silent.
-    pub keepalive_s: u64,
-    /// Instructions given to the model before the numbered context.
-    pub system_prompt: String,
-}
-
-impl Default for AnswerConfig {
-    fn default() -> Self {
-        Self {
-            context_chunks: 8,
-            min_similarity: 0.25,
-            min_similarity_keyword: 0.15,
-            keepalive_s: 10,
-            system_prompt: DEFAULT_SYSTEM_PROMPT.into(),
-        }
-    }
-}
-
-pub const DEFAULT_SYSTEM_PROMPT: &str = "You answer questions using only the numbered context passages you are given. \
-Cite the passages that support each sentence with their numbers in square brackets, like [1] or [2]. \
-If the passages do not contain the answer, say that the knowledge base does not contain it. Be concise.";
-
-/// How clients prove who they are.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum AuthMode {
-    /// No credentials (allowed on a loopback address, or with `--insecure`).
-    #[default]
-    #[serde(rename = "disabled")]
-    Disabled,
-    #[serde(rename = "api_key")]
-    ApiKey,
-    #[serde(rename = "jwt")]
-    Jwt,
-    #[serde(rename = "api_key+jwt")]
-    ApiKeyOrJwt,
-}
-
-impl AuthMode {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            AuthMode::Disabled => "disabled",
-            AuthMode::ApiKey => "api_key",
-            AuthMode::Jwt => "jwt",
-            AuthMode::ApiKeyOrJwt => "api_key+jwt",
-        }
-    }
-    pub fn keys(&self) -> bool {
-        matches!(self, AuthMode::ApiKey | AuthMode::ApiKeyOrJwt)
-    }
-    pub fn jwt(&self) -> bool {
-        matches!(self, AuthMode::Jwt | AuthMode::ApiKeyOrJwt)
-    }
-}
-
-impl std::str::FromStr for AuthMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "disabled" => Ok(AuthMode::Disabled),
-            "api_key" => Ok(AuthMode::ApiKey),
-            "jwt" => Ok(AuthMode::Jwt),
-            "api_key+jwt" => Ok(AuthMode::ApiKeyOrJwt),
-            other => Err(format!(
-                "unknown auth mode `{other}` (disabled, api_key, jwt, api_key+jwt)"
-            )),
-        }
-    }
-}
-
-/// Limits of one tier.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct TierLimits {
-    pub requests_per_hour: u32,
-    pub concurrent: u32,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct AuthConfig {
-    pub mode: AuthMode,
-    /// Paths served without credentials or rate limits; an entry ending in `/*` covers
-    /// everything below it.
-    pub public_paths: Vec<String>,
-    /// Tiers by name; keys and JWTs name one of them.
-    pub tiers: std::collections::BTreeMap<String, TierLimits>,
-    /// The limits of unauthenticated clients (auth disabled), per client IP.
-    pub anonymous: TierLimits,
-    /// Seconds between saves of the rate-limit counters (they survive restarts).
-    pub persist_interval_s: u64,
-    pub jwt: JwtConfig,
-}
-
-impl Default for AuthConfig {
-    fn default() -> Self {
-        let tier = |requests_per_hour, concurrent| TierLimits {
-            requests_per_hour,
-            concurrent,
-        };
-        Self {
-            mode: AuthMode::Disabled,
-            public_paths: [
-                "/health",
-                "/health/ready",
-                "/metrics",
-                "/openapi.json",
-                "/docs",
-                "/docs/*",
-            ]
-            .map(String::from)
-            .to_vec(),
-            tiers: [
-                ("free".to_string(), tier(100, 5)),
-                ("standard".to_string(), tier(1_000, 20)),
-                ("premium".to_string(), tier(10_000, 100)),
-            ]
-            .into_iter()
-            .collect(),
-            anonymous: tier(100_000, 256),
-            persist_interval_s: 10,
-            jwt: JwtConfig::default(),
-        }
-    }
-}
-
-/// OAuth2 bearer tokens (JWT).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct JwtConfig {
-    /// HS256 shared secret (or `CAIRN_JWT_SECRET`). Never logged.
-    pub hs256_secret: Secret,
-    /// JWKS file with the RS256/ES256 public keys.
-    pub jwks_file: Option<PathBuf>,
-    /// JWKS URL, fetched once at start (e.g. an identity provider's `/.well-known/jwks.json`).
-    pub jwks_url: Option<String>,
-    /// Required `iss`, when set.
-    pub issuer: Option<String>,
-    /// Required `aud`, when set.
-    pub audience: Option<String>,
-    /// Claim naming the tier.
-    pub tier_claim: String,
-    /// Claim with the scopes (a space-separated string or an array).
-    pub scopes_claim: String,
-    /// Tier of tokens without the tier claim.
-    pub default_tier: String,
-    /// Clock skew allowed on `exp`/`nbf`, seconds.
-    pub leeway_s: u64,
-}
-
-impl Default for JwtConfig {
-    fn default() -> Self {
-        Self {
-            hs256_secret: Secret::default(),
-            jwks_file: None,
-            jwks_url: None,
-            issuer: None,
-            audience: None,
-            tier_claim: "tier".into(),
-            scopes_claim: "scope".into(),
-            default_tier: "free".into(),
-            leeway_s: 30,
         }
     }
 }

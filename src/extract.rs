@@ -6,10 +6,19 @@
 //! [`ExtractError::Empty`]. Nothing in here panics on bad input: parse errors (and panics inside
 //! the PDF library) become [`ExtractError::Corrupt`].
 
-use std::io::{Cursor, Read};
-use std::panic::{catch_unwind, AssertUnwindSafe};
-
 use serde_json::{Map, Value};
+
+mod docx;
+mod html;
+mod md;
+mod pdf;
+
+use docx::extract_docx;
+use html::extract_html;
+use md::extract_md;
+use pdf::extract_pdf;
+#[cfg(test)]
+use pdf::pdf_nesting_over;
 
 /// A supported input format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -60,7 +69,7 @@ impl std::fmt::Display for FileType {
 
 /// A unit of text with its location. Blocks are paragraphs (or list items, table rows, code
 /// blocks), never merged across headings or pages.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Block {
     pub text: String,
     /// 1-based page number; PDF only.
@@ -69,8 +78,8 @@ pub struct Block {
     pub section: Vec<String>,
 }
 
-/// One extracted document.
-#[derive(Debug, Clone)]
+/// One extracted document (serialisable: the extraction sandbox sends it between processes).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ExtractedDoc {
     /// The jsonl record's `id` (a string, or a number turned into a string); `None` for files.
     pub external_id: Option<String>,
@@ -90,6 +99,13 @@ pub enum ExtractError {
     Unsupported(String),
     #[error("cannot read {kind} file: {reason}")]
     Corrupt { kind: &'static str, reason: String },
+    /// The file needs more than extraction may spend on one file: an archive member that
+    /// inflates past its cap, or memory past `ingest.extract_memory_mb`.
+    #[error("{kind} file is too large to extract: {reason}")]
+    TooLarge { kind: &'static str, reason: String },
+    /// Extraction ran past `ingest.extract_timeout_s` and was stopped.
+    #[error("extracting the {kind} file took longer than {limit_s} s (ingest.extract_timeout_s)")]
+    Timeout { kind: &'static str, limit_s: u64 },
     /// A bad jsonl line; `line` is 1-based.
     #[error("record {line}: {reason}")]
     BadRecord { line: usize, reason: String },
@@ -295,645 +311,6 @@ fn extract_txt(bytes: &[u8]) -> Parsed {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Markdown
-
-fn extract_md(bytes: &[u8]) -> Parsed {
-    use pulldown_cmark::{Event, Options, Parser, Tag, TagEnd};
-
-    let text = decode_text(bytes, "md")?;
-    let options = Options::ENABLE_TABLES
-        | Options::ENABLE_STRIKETHROUGH
-        | Options::ENABLE_TASKLISTS
-        | Options::ENABLE_FOOTNOTES
-        | Options::ENABLE_YAML_STYLE_METADATA_BLOCKS
-        | Options::ENABLE_PLUSES_DELIMITED_METADATA_BLOCKS;
-
-    let mut sections = Sections::default();
-    let mut blocks: Vec<Block> = Vec::new();
-    let mut buf = String::new();
-    // Some(level, text) while inside a heading.
-    let mut heading: Option<(u8, String)> = None;
-    let mut first_h1: Option<String> = None;
-    let mut in_metadata = false;
-    let mut metadata = String::new();
-    let mut in_html_block = false;
-    let mut html = String::new();
-
-    fn flush(buf: &mut String, blocks: &mut Vec<Block>, sections: &Sections) {
-        if !buf.trim().is_empty() {
-            blocks.push(Block {
-                text: std::mem::take(buf),
-                page: None,
-                section: sections.path(),
-            });
-        }
-        buf.clear();
-    }
-
-    for event in Parser::new_ext(&text, options) {
-        let sink: &mut String = match heading.as_mut() {
-            Some((_, t)) => t,
-            None => &mut buf,
-        };
-        match event {
-            Event::Start(tag) => match tag {
-                Tag::Heading { level, .. } => {
-                    flush(&mut buf, &mut blocks, &sections);
-                    heading = Some((level as u8, String::new()));
-                }
-                Tag::MetadataBlock(_) => in_metadata = true,
-                Tag::HtmlBlock => {
-                    flush(&mut buf, &mut blocks, &sections);
-                    in_html_block = true;
-                    html.clear();
-                }
-                Tag::TableCell if !sink.trim().is_empty() => sink.push_str(" | "),
-                Tag::Paragraph
-                | Tag::BlockQuote(_)
-                | Tag::CodeBlock(_)
-                | Tag::List(_)
-                | Tag::Item
-                | Tag::FootnoteDefinition(_)
-                | Tag::DefinitionList
-                | Tag::DefinitionListTitle
-                | Tag::DefinitionListDefinition
-                | Tag::Table(_)
-                | Tag::TableHead
-                | Tag::TableRow
-                    if heading.is_none() =>
-                {
-                    flush(&mut buf, &mut blocks, &sections)
-                }
-                _ => {}
-            },
-            Event::End(tag) => match tag {
-                TagEnd::Heading(_) => {
-                    if let Some((level, raw)) = heading.take() {
-                        let text = collapse_ws(&raw);
-                        if !text.is_empty() {
-                            if level == 1 && first_h1.is_none() {
-                                first_h1 = Some(text.clone());
-                            }
-                            sections.push(level, text);
-                        }
-                    }
-                }
-                TagEnd::MetadataBlock(_) => in_metadata = false,
-                TagEnd::HtmlBlock => {
-                    in_html_block = false;
-                    let fragment = scraper::Html::parse_fragment(&html);
-                    let mut walker = HtmlWalker::new(&mut sections);
-                    walker.walk(&fragment);
-                    if first_h1.is_none() {
-                        first_h1 = walker.first_h1.take();
-                    }
-                    blocks.append(&mut walker.blocks);
-                }
-                TagEnd::Paragraph
-                | TagEnd::BlockQuote(_)
-                | TagEnd::CodeBlock
-                | TagEnd::List(_)
-                | TagEnd::Item
-                | TagEnd::FootnoteDefinition
-                | TagEnd::DefinitionList
-                | TagEnd::DefinitionListTitle
-                | TagEnd::DefinitionListDefinition
-                | TagEnd::Table
-                | TagEnd::TableHead
-                | TagEnd::TableRow
-                    if heading.is_none() =>
-                {
-                    flush(&mut buf, &mut blocks, &sections)
-                }
-                _ => {}
-            },
-            Event::Text(t) => {
-                if in_metadata {
-                    metadata.push_str(&t);
-                } else {
-                    sink.push_str(&t);
-                }
-            }
-            Event::Code(t) | Event::InlineMath(t) | Event::DisplayMath(t) => sink.push_str(&t),
-            Event::Html(t) => {
-                if in_html_block {
-                    html.push_str(&t);
-                }
-            }
-            Event::SoftBreak => sink.push(' '),
-            Event::HardBreak => sink.push('\n'),
-            Event::Rule => flush(&mut buf, &mut blocks, &sections),
-            Event::InlineHtml(_) | Event::FootnoteReference(_) | Event::TaskListMarker(_) => {}
-        }
-    }
-    flush(&mut buf, &mut blocks, &sections);
-
-    let title = first_h1.or_else(|| front_matter_title(&metadata));
-    Ok((title, blocks))
-}
-
-/// `title: ...` (YAML) or `title = "..."` (TOML) from a front matter block.
-fn front_matter_title(metadata: &str) -> Option<String> {
-    metadata.lines().find_map(|line| {
-        let rest = line.trim().strip_prefix("title")?.trim_start();
-        let value = rest.strip_prefix(':').or_else(|| rest.strip_prefix('='))?;
-        let value = value.trim().trim_matches(|c| c == '"' || c == '\'').trim();
-        (!value.is_empty()).then(|| value.to_string())
-    })
-}
-
-// ---------------------------------------------------------------------------------------------
-// HTML
-
-fn extract_html(bytes: &[u8]) -> Parsed {
-    let text = decode_text(bytes, "html")?;
-    let document = scraper::Html::parse_document(&text);
-    let mut sections = Sections::default();
-    let mut walker = HtmlWalker::new(&mut sections);
-    walker.walk(&document);
-    let blocks = std::mem::take(&mut walker.blocks);
-
-    let select_text = |sel: &str| -> Option<String> {
-        let selector = scraper::Selector::parse(sel).ok()?;
-        document
-            .select(&selector)
-            .map(|el| collapse_ws(&el.text().collect::<String>()))
-            .find(|t| !t.is_empty())
-    };
-    let title = select_text("title").or_else(|| select_text("h1"));
-    Ok((title, blocks))
-}
-
-/// Elements whose whole subtree is dropped.
-const HTML_SKIP: &[&str] = &[
-    "script", "style", "noscript", "nav", "header", "footer", "template", "head", "svg", "math",
-    "iframe", "object", "embed", "canvas", "select", "button",
-];
-
-/// Elements that end the current block (their content starts a new one).
-const HTML_BLOCK: &[&str] = &[
-    "address",
-    "article",
-    "aside",
-    "blockquote",
-    "body",
-    "caption",
-    "center",
-    "dd",
-    "details",
-    "dialog",
-    "div",
-    "dl",
-    "dt",
-    "fieldset",
-    "figcaption",
-    "figure",
-    "form",
-    "hr",
-    "html",
-    "legend",
-    "li",
-    "main",
-    "menu",
-    "ol",
-    "p",
-    "section",
-    "summary",
-    "table",
-    "tbody",
-    "tfoot",
-    "thead",
-    "tr",
-    "ul",
-];
-
-/// Walks an HTML tree (iteratively, so deep nesting cannot overflow the stack) and collects
-/// blocks, tracking the heading path in `sections`.
-struct HtmlWalker<'s> {
-    sections: &'s mut Sections,
-    blocks: Vec<Block>,
-    buf: String,
-    heading: Option<(u8, String)>,
-    first_h1: Option<String>,
-    pre_depth: usize,
-    cell_depth: usize,
-}
-
-impl<'s> HtmlWalker<'s> {
-    fn new(sections: &'s mut Sections) -> Self {
-        HtmlWalker {
-            sections,
-            blocks: Vec::new(),
-            buf: String::new(),
-            heading: None,
-            first_h1: None,
-            pre_depth: 0,
-            cell_depth: 0,
-        }
-    }
-
-    fn walk(&mut self, html: &scraper::Html) {
-        use scraper::Node;
-        // (node, closing): a node is visited when opened and again when closed.
-        let mut stack = vec![(html.tree.root(), false)];
-        while let Some((node, closing)) = stack.pop() {
-            match node.value() {
-                Node::Text(text) => {
-                    if let Some((_, h)) = self.heading.as_mut() {
-                        h.push_str(text);
-                    } else {
-                        self.buf.push_str(text);
-                    }
-                }
-                Node::Element(el) => {
-                    let name = el.name();
-                    if closing {
-                        self.close(name);
-                    } else if !HTML_SKIP.contains(&name) {
-                        self.open(name);
-                        stack.push((node, true));
-                        stack.extend(node.children().rev().map(|c| (c, false)));
-                    }
-                }
-                Node::Document | Node::Fragment => {
-                    stack.extend(node.children().rev().map(|c| (c, false)));
-                }
-                _ => {}
-            }
-        }
-        self.flush();
-    }
-
-    fn open(&mut self, name: &str) {
-        if let Some(level) = heading_level(name) {
-            self.flush();
-            self.heading = Some((level, String::new()));
-        } else if name == "br" {
-            self.text_sink().push('\n');
-        } else if name == "pre" {
-            self.flush();
-            self.pre_depth += 1;
-        } else if name == "td" || name == "th" {
-            if self.cell_depth == 0 && !self.buf.trim().is_empty() {
-                self.buf.push_str(" | ");
-            }
-            self.cell_depth += 1;
-        } else if HTML_BLOCK.contains(&name) {
-            self.block_break(name);
-        }
-    }
-
-    fn close(&mut self, name: &str) {
-        if let Some(level) = heading_level(name) {
-            if let Some((_, raw)) = self.heading.take() {
-                let text = collapse_ws(&raw);
-                if !text.is_empty() {
-                    if level == 1 && self.first_h1.is_none() {
-                        self.first_h1 = Some(text.clone());
-                    }
-                    self.sections.push(level, text);
-                }
-            }
-        } else if name == "pre" {
-            self.flush();
-            self.pre_depth = self.pre_depth.saturating_sub(1);
-        } else if name == "td" || name == "th" {
-            self.cell_depth = self.cell_depth.saturating_sub(1);
-        } else if HTML_BLOCK.contains(&name) {
-            self.block_break(name);
-        }
-    }
-
-    /// A block element boundary: inside a table cell (a paragraph in a cell) it is only a
-    /// space, so a table row stays one block; elsewhere it ends the current block.
-    fn block_break(&mut self, name: &str) {
-        if self.cell_depth > 0 && name != "tr" {
-            self.text_sink().push(' ');
-        } else if self.heading.is_none() {
-            self.flush();
-        }
-    }
-
-    fn text_sink(&mut self) -> &mut String {
-        match self.heading.as_mut() {
-            Some((_, h)) => h,
-            None => &mut self.buf,
-        }
-    }
-
-    fn flush(&mut self) {
-        let text = if self.pre_depth > 0 {
-            self.buf.trim().to_string()
-        } else {
-            collapse_ws(&self.buf)
-        };
-        self.buf.clear();
-        if !text.is_empty() {
-            self.blocks.push(Block {
-                text,
-                page: None,
-                section: self.sections.path(),
-            });
-        }
-    }
-}
-
-fn heading_level(name: &str) -> Option<u8> {
-    match name {
-        "h1" => Some(1),
-        "h2" => Some(2),
-        "h3" => Some(3),
-        "h4" => Some(4),
-        "h5" => Some(5),
-        "h6" => Some(6),
-        _ => None,
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// PDF
-
-fn extract_pdf(bytes: &[u8]) -> Parsed {
-    // pdf-extract (and lopdf below it) are known to panic on some malformed files.
-    let (title, pages) = catch_unwind(AssertUnwindSafe(|| pdf_pages(bytes)))
-        .unwrap_or_else(|panic| Err(corrupt("pdf", panic_reason(&*panic))))?;
-    let blocks = pages
-        .iter()
-        .flat_map(|(page, text)| plain_blocks(&normalize_newlines(text), Some(*page)))
-        .collect();
-    Ok((title, blocks))
-}
-
-/// A PDF's Info title and its `(page number, text)` pairs.
-type PdfText = (Option<String>, Vec<(u32, String)>);
-
-/// The Info `/Title` and the text of every page (1-based page numbers). Pages that fail are
-/// skipped; if every page fails, the first failure is the error.
-fn pdf_pages(bytes: &[u8]) -> Result<PdfText, ExtractError> {
-    let mut doc = pdf_extract::Document::load_mem(bytes).map_err(|e| corrupt("pdf", e))?;
-    if doc.is_encrypted() {
-        doc.decrypt("")
-            .map_err(|e| corrupt("pdf", format!("encrypted and needs a password ({e})")))?;
-    }
-    let title = pdf_title(&doc);
-    let mut pages = Vec::new();
-    let mut first_error: Option<String> = None;
-    for &number in doc.get_pages().keys() {
-        let mut text = String::new();
-        let result = catch_unwind(AssertUnwindSafe(|| {
-            let mut output = pdf_extract::PlainTextOutput::new(&mut text);
-            pdf_extract::output_doc_page(&doc, &mut output, number)
-        }));
-        let error = match result {
-            Ok(Ok(())) => {
-                pages.push((number, text));
-                continue;
-            }
-            Ok(Err(e)) => e.to_string(),
-            Err(panic) => panic_reason(&*panic),
-        };
-        tracing::warn!(page = number, error = %error, "skipping unreadable PDF page");
-        first_error.get_or_insert(format!("page {number}: {error}"));
-    }
-    if pages.is_empty() {
-        if let Some(error) = first_error {
-            return Err(corrupt("pdf", error));
-        }
-    }
-    Ok((title, pages))
-}
-
-fn pdf_title(doc: &pdf_extract::Document) -> Option<String> {
-    let deref = |obj: &pdf_extract::Object| -> Option<pdf_extract::Object> {
-        match obj {
-            pdf_extract::Object::Reference(id) => doc.get_object(*id).ok().cloned(),
-            other => Some(other.clone()),
-        }
-    };
-    let info = deref(doc.trailer.get(b"Info").ok()?)?;
-    let title = deref(info.as_dict().ok()?.get(b"Title").ok()?)?;
-    let text = pdf_extract::decode_text_string(&title).ok()?;
-    let text = collapse_ws(text.trim_start_matches('\u{feff}'));
-    (!text.is_empty()).then_some(text)
-}
-
-fn panic_reason(panic: &(dyn std::any::Any + Send)) -> String {
-    let message = panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown error".to_string());
-    format!("the PDF parser failed: {message}")
-}
-
-// ---------------------------------------------------------------------------------------------
-// DOCX
-
-/// Largest `word/document.xml` we are willing to inflate (guards against zip bombs).
-const DOCX_XML_LIMIT: u64 = 256 * 1024 * 1024;
-
-fn extract_docx(bytes: &[u8]) -> Parsed {
-    let mut archive = zip::ZipArchive::new(Cursor::new(bytes))
-        .map_err(|e| corrupt("docx", format!("not a zip archive ({e})")))?;
-    let mut raw = Vec::new();
-    {
-        let file = archive
-            .by_name("word/document.xml")
-            .map_err(|_| corrupt("docx", "no word/document.xml in the archive"))?;
-        file.take(DOCX_XML_LIMIT)
-            .read_to_end(&mut raw)
-            .map_err(|e| corrupt("docx", format!("cannot inflate word/document.xml ({e})")))?;
-    }
-    parse_document_xml(&String::from_utf8_lossy(&raw))
-}
-
-/// The local name of a WordprocessingML element or attribute (`w:` prefix or none).
-fn w_local(qname: &[u8]) -> Option<&[u8]> {
-    match qname.iter().position(|&b| b == b':') {
-        Some(i) if &qname[..i] == b"w" => Some(&qname[i + 1..]),
-        Some(_) => None,
-        None => Some(qname),
-    }
-}
-
-#[derive(Default)]
-struct DocxPara {
-    text: String,
-    style: Option<String>,
-    outline_level: Option<u8>,
-}
-
-impl DocxPara {
-    /// Heading level: 0 for Title, 1..=9 for Heading1..Heading9 (or an outline level).
-    fn heading_level(&self) -> Option<u8> {
-        if let Some(style) = &self.style {
-            let norm: String = style
-                .chars()
-                .filter(|c| c.is_alphanumeric())
-                .collect::<String>()
-                .to_lowercase();
-            if norm == "title" {
-                return Some(0);
-            }
-            if let Some(n) = norm.strip_prefix("heading") {
-                if let Ok(n @ 1..=9) = n.parse::<u8>() {
-                    return Some(n);
-                }
-            }
-        }
-        self.outline_level
-    }
-}
-
-fn parse_document_xml(xml: &str) -> Parsed {
-    use quick_xml::events::Event;
-
-    let mut reader = quick_xml::Reader::from_str(xml);
-    let decoder = reader.decoder();
-    let bad_xml =
-        |e: &dyn std::fmt::Display| corrupt("docx", format!("bad word/document.xml ({e})"));
-
-    let mut sections = Sections::default();
-    let mut blocks = Vec::new();
-    let mut title_para: Option<String> = None;
-    let mut first_heading: Option<String> = None;
-
-    let mut paras: Vec<DocxPara> = Vec::new();
-    let mut in_text = false;
-    let mut run_depth = 0usize;
-    // Depth inside a subtree we ignore (mc:Fallback duplicates mc:Choice content).
-    let mut skip_depth = 0usize;
-
-    loop {
-        let event = reader.read_event().map_err(|e| bad_xml(&e))?;
-        if skip_depth > 0 {
-            match event {
-                Event::Start(_) => skip_depth += 1,
-                Event::End(_) => skip_depth -= 1,
-                Event::Eof => break,
-                _ => {}
-            }
-            continue;
-        }
-        match event {
-            Event::Start(e) => {
-                let qname = e.name();
-                if qname.as_ref() == b"mc:Fallback" {
-                    skip_depth = 1;
-                    continue;
-                }
-                match w_local(qname.as_ref()) {
-                    Some(b"p") => paras.push(DocxPara::default()),
-                    Some(b"r") => run_depth += 1,
-                    Some(b"t") => in_text = true,
-                    Some(b"pStyle" | b"outlineLvl") => {
-                        docx_para_property(&e, decoder, paras.last_mut())
-                    }
-                    _ => {}
-                }
-            }
-            Event::Empty(e) => {
-                let qname = e.name();
-                let Some(local) = w_local(qname.as_ref()) else {
-                    continue;
-                };
-                let para = paras.last_mut();
-                match local {
-                    b"pStyle" | b"outlineLvl" => docx_para_property(&e, decoder, para),
-                    b"tab" if run_depth > 0 => push_to(para, "\t"),
-                    b"br" | b"cr" if run_depth > 0 => push_to(para, "\n"),
-                    b"noBreakHyphen" if run_depth > 0 => push_to(para, "-"),
-                    _ => {}
-                }
-            }
-            Event::End(e) => match w_local(e.name().as_ref()) {
-                Some(b"t") => in_text = false,
-                Some(b"r") => run_depth = run_depth.saturating_sub(1),
-                Some(b"p") => {
-                    let Some(para) = paras.pop() else { continue };
-                    match para.heading_level() {
-                        Some(level) => {
-                            let text = collapse_ws(&para.text);
-                            if text.is_empty() {
-                                continue;
-                            }
-                            if level == 0 && title_para.is_none() {
-                                title_para = Some(text.clone());
-                            }
-                            first_heading.get_or_insert_with(|| text.clone());
-                            sections.push(level, text);
-                        }
-                        None => blocks.push(Block {
-                            text: para.text,
-                            page: None,
-                            section: sections.path(),
-                        }),
-                    }
-                }
-                _ => {}
-            },
-            Event::Text(t) if in_text => {
-                let text = t.xml10_content().map_err(|e| bad_xml(&e))?;
-                push_to(paras.last_mut(), &text);
-            }
-            Event::CData(t) if in_text => {
-                let text = t.decode().map_err(|e| bad_xml(&e))?;
-                push_to(paras.last_mut(), &text);
-            }
-            Event::GeneralRef(r) if in_text => {
-                let resolved = match r.resolve_char_ref().map_err(|e| bad_xml(&e))? {
-                    Some(c) => c.to_string(),
-                    None => {
-                        let name = r.decode().map_err(|e| bad_xml(&e))?;
-                        quick_xml::escape::resolve_predefined_entity(&name)
-                            .unwrap_or_default()
-                            .to_string()
-                    }
-                };
-                push_to(paras.last_mut(), &resolved);
-            }
-            Event::Eof => break,
-            _ => {}
-        }
-    }
-    Ok((title_para.or(first_heading), blocks))
-}
-
-fn push_to(para: Option<&mut DocxPara>, text: &str) {
-    if let Some(para) = para {
-        para.text.push_str(text);
-    }
-}
-
-/// Record `w:pStyle` / `w:outlineLvl` on the open paragraph. Only the first one counts, so the
-/// old properties kept in a tracked change (`w:pPrChange`) do not override the current ones.
-fn docx_para_property(
-    e: &quick_xml::events::BytesStart<'_>,
-    decoder: quick_xml::encoding::Decoder,
-    para: Option<&mut DocxPara>,
-) {
-    let Some(para) = para else { return };
-    let Some(value) = e
-        .attributes()
-        .flatten()
-        .find(|a| w_local(a.key.as_ref()) == Some(b"val"))
-        .and_then(|a| a.decode_and_unescape_value(decoder).ok())
-    else {
-        return;
-    };
-    match w_local(e.name().as_ref()) {
-        Some(b"pStyle") if para.style.is_none() => para.style = Some(value.into_owned()),
-        Some(b"outlineLvl") if para.outline_level.is_none() => {
-            // Levels 0..=8 are headings 1..=9; 9 means body text.
-            if let Ok(level @ 0..=8) = value.trim().parse::<u8>() {
-                para.outline_level = Some(level + 1);
-            }
-        }
-        _ => {}
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
 // JSONL
 
 fn extract_jsonl(bytes: &[u8]) -> Vec<Result<ExtractedDoc, ExtractError>> {
@@ -969,7 +346,7 @@ fn jsonl_record(line: usize, raw: &str) -> Result<ExtractedDoc, ExtractError> {
         None | Some(Value::Null) => return Err(bad("missing required field \"text\"")),
         Some(_) => return Err(bad("\"text\" must be a string")),
     };
-    let external_id = match record.remove("id") {
+    let id = match record.remove("id") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if s.trim().is_empty() => {
             return Err(bad("\"id\" must not be empty"))
@@ -980,7 +357,7 @@ fn jsonl_record(line: usize, raw: &str) -> Result<ExtractedDoc, ExtractError> {
     };
     let title = match record.remove("title") {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(collapse_ws(&s)).filter(|t| !t.is_empty()),
+        Some(Value::String(s)) => Some(s),
         Some(_) => return Err(bad("\"title\" must be a string")),
     };
     let metadata = match record.remove("metadata") {
@@ -988,23 +365,65 @@ fn jsonl_record(line: usize, raw: &str) -> Result<ExtractedDoc, ExtractError> {
         Some(Value::Object(m)) => m,
         Some(_) => return Err(bad("\"metadata\" must be an object")),
     };
-    let text = normalize_newlines(&text);
+    text_record(TextRecord {
+        id,
+        title,
+        text,
+        metadata,
+    })
+    .map_err(|_| bad("\"text\" is empty"))
+}
+
+/// One text document given as data rather than a file: a JSONL line or a JSON upload
+/// (`{id?, title?, text, metadata?}`).
+#[derive(Debug, Clone, Default)]
+pub struct TextRecord {
+    pub id: Option<String>,
+    pub title: Option<String>,
+    pub text: String,
+    pub metadata: Map<String, Value>,
+}
+
+impl TextRecord {
+    /// The record with an id: its own, else `text:` and a hash of its trimmed text (a JSON
+    /// upload without an id is identified by its text).
+    pub fn or_text_id(mut self) -> Self {
+        if self.id.is_none() {
+            use sha2::Digest;
+            let hash = hex::encode(sha2::Sha256::digest(self.text.trim().as_bytes()));
+            self.id = Some(format!("text:{}", &hash[..24]));
+        }
+        self
+    }
+}
+
+/// The one path from a text record to a document, whichever way it came (a JSONL line or a
+/// JSON upload): the same record always gives the same blocks, title and type, and so the same
+/// chunks and content hash. Paragraphs split on blank lines after newline normalisation; the
+/// title is the given one with whitespace collapsed, else the text's first 80 characters.
+/// `Err(Empty)` when no text is left.
+pub fn text_record(record: TextRecord) -> Result<ExtractedDoc, ExtractError> {
+    let text = normalize_newlines(&record.text);
     let blocks = clean_blocks(plain_blocks(&text, None));
     if blocks.is_empty() {
-        return Err(bad("\"text\" is empty"));
+        return Err(ExtractError::Empty);
     }
-    let title = title.unwrap_or_else(|| {
-        let flat = collapse_ws(&text);
-        flat.chars()
-            .take(80)
-            .collect::<String>()
-            .trim_end()
-            .to_string()
-    });
+    let title = record
+        .title
+        .map(|t| collapse_ws(&t))
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| {
+            let flat = collapse_ws(&text);
+            flat.chars()
+                .take(80)
+                .collect::<String>()
+                .trim_end()
+                .to_string()
+        });
     Ok(ExtractedDoc {
-        external_id,
+        external_id: record.id,
         title,
-        metadata,
+        metadata: record.metadata,
         file_type: FileType::Jsonl,
         blocks,
     })
@@ -1013,7 +432,8 @@ fn jsonl_record(line: usize, raw: &str) -> Result<ExtractedDoc, ExtractError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testdata::{make_docx, make_docx_with_body, make_pdf, make_zip};
+    use crate::error::Error;
+    use crate::testdata::{make_docx, make_docx_with_body, make_nested_pdf, make_pdf, make_zip};
 
     fn one(file_name: &str, bytes: &[u8]) -> Result<ExtractedDoc, ExtractError> {
         let mut results = extract(file_name, bytes);
@@ -1410,6 +830,40 @@ second text
     }
 
     #[test]
+    fn pdf_nesting_is_refused_before_the_parser() {
+        // Depth 1,000 overflowed lopdf's recursion and aborted the process.
+        let err = one("deep.pdf", &make_nested_pdf(1000)).unwrap_err();
+        assert!(
+            matches!(&err, ExtractError::Corrupt { kind: "pdf", reason } if reason.contains("nested 101 deep")),
+            "{err}"
+        );
+        assert_eq!(
+            texts(&ok("ok.pdf", &make_nested_pdf(20))),
+            ["Hello from a deep file."]
+        );
+    }
+
+    #[test]
+    fn pdf_nesting_scan_skips_strings_comments_and_streams() {
+        let deep = "[".repeat(150);
+        let hidden = [
+            format!("1 0 obj ({deep}) endobj"),
+            format!("1 0 obj (a \\) {deep}) endobj"),
+            format!("% {deep}\n1 0 obj [] endobj"),
+            format!("<< /Length 3 >>\nstream\n{deep}\nendstream"),
+            format!("<{}>", "5b".repeat(10)),
+        ];
+        for pdf in &hidden {
+            assert_eq!(pdf_nesting_over(pdf.as_bytes(), 100), None, "{pdf}");
+        }
+        assert_eq!(
+            pdf_nesting_over(format!("<<{deep}").as_bytes(), 100),
+            Some(101)
+        );
+        assert_eq!(pdf_nesting_over("[[]]".repeat(1000).as_bytes(), 100), None);
+    }
+
+    #[test]
     fn docx_headings_and_paragraphs() {
         let bytes = make_docx(&[
             (None, "Preface text."),
@@ -1516,6 +970,32 @@ second text
             one("a.docx", &good),
             Err(ExtractError::Corrupt { .. })
         ));
+    }
+
+    #[test]
+    fn docx_zip_bombs_are_refused() {
+        // 8 MiB of one repeated run compresses ~1000x: past the ratio cap, refused unparsed.
+        let mut xml = b"<w:document><w:body>".to_vec();
+        xml.extend(b"<w:p><w:r><w:t>aaaa</w:t></w:r></w:p>".repeat(8 << 20 >> 5));
+        let zip = make_zip(&[("word/document.xml", &xml)]);
+        let err = one("bomb.docx", &zip).unwrap_err();
+        assert!(
+            matches!(&err, ExtractError::TooLarge { kind: "docx", reason } if reason.contains("inflates past")),
+            "{err}"
+        );
+        assert_eq!(Error::from(err).code().as_str(), "document_too_large");
+        // Under the first MiB any ratio is fine: a short document compresses well too.
+        let small = format!(
+            "<w:document><w:body>{}</w:body></w:document>",
+            "<w:p><w:r><w:t>ok</w:t></w:r></w:p>".repeat(2000)
+        );
+        assert_eq!(
+            texts(&ok(
+                "fine.docx",
+                &make_zip(&[("word/document.xml", small.as_bytes())])
+            ))[0],
+            "ok"
+        );
     }
 
     #[test]

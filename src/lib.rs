@@ -19,6 +19,7 @@ pub mod generate;
 pub mod graph;
 pub mod http;
 pub mod rerank;
+pub mod sandbox;
 pub mod search;
 pub mod service;
 pub mod sse;

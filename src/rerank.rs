@@ -17,7 +17,7 @@ use fastembed::{RerankInitOptionsUserDefined, TextRerank, UserDefinedRerankingMo
 
 use crate::config::ModelsConfig;
 use crate::embed::{init_runtime, locate_runtime, models_roots, read_model_file, tokenizer_files};
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 
 /// Default folder name of the reranker under `models/`.
 pub const DEFAULT_RERANKER_DIR: &str = "reranker";
@@ -47,7 +47,7 @@ pub fn locate(cfg: &ModelsConfig) -> Result<Option<PathBuf>> {
     match &cfg.reranker {
         Some(p) if p.join("model.onnx").is_file() => Ok(Some(p.clone())),
         Some(p) => Err(Error::Unavailable {
-            code: "reranker_unavailable",
+            code: Code::RerankerUnavailable,
             message: format!(
                 "models.reranker = {} has no model.onnx; {}",
                 p.display(),
@@ -83,7 +83,7 @@ impl OnnxReranker {
         cfg: &ModelsConfig,
         env: ort::environment::Environment,
     ) -> Result<Self> {
-        const CODE: &str = "reranker_unavailable";
+        const CODE: Code = Code::RerankerUnavailable;
         let files = tokenizer_files(dir, CODE)?;
         let model =
             UserDefinedRerankingModel::new(read_model_file(dir, "model.onnx", CODE)?, files);
@@ -95,7 +95,7 @@ impl OnnxReranker {
         }
         let m =
             TextRerank::try_new_from_user_defined(model, opts).map_err(|e| Error::Unavailable {
-                code: "reranker_unavailable",
+                code: Code::RerankerUnavailable,
                 message: format!("cannot load the reranker {}: {e}", dir.display()),
             })?;
         let name = dir

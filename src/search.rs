@@ -1,4 +1,5 @@
-//! Search requests, reciprocal rank fusion and result shaping (transport-neutral).
+//! Search: the request and response types, reciprocal rank fusion and MMR (transport-neutral);
+//! [`plan`] decides what a search does, [`fuse`] ranks, [`exec`] runs it.
 //!
 //! Hybrid search runs BM25 (tantivy) and vector (LanceDB) retrieval with the same filters and
 //! fuses the ranked lists with weighted reciprocal rank fusion:
@@ -6,6 +7,10 @@
 //! Two more lists can join the fusion: chunks scored by the concept graph (`use_graph`) and
 //! BM25 hits that contain a phrase of the query verbatim (the `auditing` preset). After
 //! fusion, MMR can diversify the order ([`mmr`]) and a cross-encoder can re-score the top.
+
+pub mod exec;
+pub mod fuse;
+pub mod plan;
 
 use std::collections::HashMap;
 

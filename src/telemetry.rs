@@ -154,7 +154,7 @@ pub fn record_generation_usage(span: &tracing::Span, input: usize, output: usize
 }
 
 pub fn record_generation_error(span: &tracing::Span, e: &Error) {
-    span.record("error.type", e.code());
+    span.record("error.type", e.code().as_str());
     span.record("otel.status_code", "ERROR");
 }
 

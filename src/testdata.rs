@@ -11,20 +11,60 @@ use std::io::Write;
 /// Characters outside printable ASCII are replaced by `?` in page text; the title may be any
 /// Unicode (it is written as a UTF-16BE text string when it is not ASCII).
 pub fn make_pdf(title: &str, pages: &[&str]) -> Vec<u8> {
+    let contents: Vec<Vec<u8>> = pages.iter().map(|p| page_content(p)).collect();
+    pdf_document(title, "", &contents)
+}
+
+/// A one-page PDF whose catalog holds arrays nested `depth` deep (`/Deep [[[ … ]]]`): the
+/// 2.6 KB file of depth 1,000 that overflowed lopdf's recursive parser.
+pub fn make_nested_pdf(depth: usize) -> Vec<u8> {
+    let deep = format!("/Deep {}{}", "[".repeat(depth), "]".repeat(depth));
+    pdf_document("", &deep, &[page_content("Hello from a deep file.")])
+}
+
+/// A one-page PDF whose page content stream shows text through arrays nested `depth` deep
+/// (`[[[ … (text) … ]]] TJ`): nesting that only the content parser sees.
+pub fn make_pdf_nested_content(depth: usize) -> Vec<u8> {
+    let mut content = b"BT\n/F1 12 Tf\n72 720 Td\n".to_vec();
+    content.extend(std::iter::repeat_n(b'[', depth));
+    content.extend_from_slice(b"(deep)");
+    content.extend(std::iter::repeat_n(b']', depth));
+    content.extend_from_slice(b" TJ\nET\n");
+    pdf_document("", "", &[content])
+}
+
+/// The content stream that shows `page`'s lines.
+fn page_content(page: &str) -> Vec<u8> {
+    let mut content = b"BT\n/F1 12 Tf\n14 TL\n72 720 Td\n".to_vec();
+    for (n, line) in page.split('\n').enumerate() {
+        if n > 0 {
+            content.extend_from_slice(b"T*\n");
+        }
+        if !line.trim().is_empty() {
+            content.extend_from_slice(&pdf_literal(line));
+            content.extend_from_slice(b" Tj\n");
+        }
+    }
+    content.extend_from_slice(b"ET\n");
+    content
+}
+
+/// A PDF with one page per content stream; `catalog_extra` is spliced into the catalog.
+fn pdf_document(title: &str, catalog_extra: &str, contents: &[Vec<u8>]) -> Vec<u8> {
     // Object numbers: 1 catalog, 2 page tree, 3 font, 4 info, then (page, content) pairs.
     let page_obj = |i: usize| 5 + 2 * i;
     let content_obj = |i: usize| 6 + 2 * i;
     let mut objects: Vec<Vec<u8>> = Vec::new();
 
-    objects.push(b"<< /Type /Catalog /Pages 2 0 R >>".to_vec());
-    let kids: Vec<String> = (0..pages.len())
+    objects.push(format!("<< /Type /Catalog /Pages 2 0 R {catalog_extra} >>").into_bytes());
+    let kids: Vec<String> = (0..contents.len())
         .map(|i| format!("{} 0 R", page_obj(i)))
         .collect();
     objects.push(
         format!(
             "<< /Type /Pages /Kids [{}] /Count {} >>",
             kids.join(" "),
-            pages.len()
+            contents.len()
         )
         .into_bytes(),
     );
@@ -40,7 +80,7 @@ pub fn make_pdf(title: &str, pages: &[&str]) -> Vec<u8> {
     info.extend_from_slice(b" >>");
     objects.push(info);
 
-    for (i, page) in pages.iter().enumerate() {
+    for (i, content) in contents.iter().enumerate() {
         objects.push(
             format!(
                 "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] \
@@ -49,19 +89,8 @@ pub fn make_pdf(title: &str, pages: &[&str]) -> Vec<u8> {
             )
             .into_bytes(),
         );
-        let mut content = b"BT\n/F1 12 Tf\n14 TL\n72 720 Td\n".to_vec();
-        for (n, line) in page.split('\n').enumerate() {
-            if n > 0 {
-                content.extend_from_slice(b"T*\n");
-            }
-            if !line.trim().is_empty() {
-                content.extend_from_slice(&pdf_literal(line));
-                content.extend_from_slice(b" Tj\n");
-            }
-        }
-        content.extend_from_slice(b"ET\n");
         let mut stream = format!("<< /Length {} >>\nstream\n", content.len()).into_bytes();
-        stream.extend_from_slice(&content);
+        stream.extend_from_slice(content);
         stream.extend_from_slice(b"endstream");
         objects.push(stream);
     }
@@ -244,4 +273,72 @@ pub fn scifact_corpus() -> Option<String> {
         .read_to_string(&mut text)
         .expect("corpus.jsonl.gz reads");
     Some(text)
+}
+
+/// A deterministic embedder for fast tests of the core without the ONNX model or runtime:
+/// each lowercased alphanumeric word is hashed into one of `dim` buckets (a bag of words,
+/// L2-normalised), so texts that share words are near and others are not. Tokens are
+/// whitespace-separated words.
+#[derive(Debug, Clone, Copy)]
+pub struct HashEmbedder {
+    pub dim: usize,
+}
+
+impl Default for HashEmbedder {
+    fn default() -> Self {
+        Self { dim: 64 }
+    }
+}
+
+impl crate::embed::Embedder for HashEmbedder {
+    fn name(&self) -> &str {
+        "test-hash-embedder"
+    }
+
+    fn dim(&self) -> usize {
+        self.dim
+    }
+
+    fn embed(&self, texts: &[String]) -> crate::error::Result<Vec<Vec<f32>>> {
+        Ok(texts.iter().map(|t| self.vector(t)).collect())
+    }
+
+    fn tokenizer(&self) -> &dyn crate::chunk::Tokenize {
+        &crate::chunk::WhitespaceTokenizer
+    }
+}
+
+impl HashEmbedder {
+    fn vector(&self, text: &str) -> Vec<f32> {
+        use std::hash::{Hash, Hasher};
+        let mut v = vec![0.0f32; self.dim];
+        for word in text
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+        {
+            // FNV-1a: stable across runs and platforms, unlike std's RandomState.
+            let mut h = Fnv(0xcbf29ce484222325);
+            word.to_lowercase().hash(&mut h);
+            v[(h.finish() % self.dim as u64) as usize] += 1.0;
+        }
+        if v.iter().all(|x| *x == 0.0) {
+            v[0] = 1.0;
+        }
+        crate::embed::normalize(&mut v);
+        v
+    }
+}
+
+struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x100000001b3);
+        }
+    }
 }

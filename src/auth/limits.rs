@@ -7,6 +7,12 @@
 //! charged again, minus what refilled while the server was down. The trade-off: requests
 //! made in the last interval before a crash are forgotten (a subject can get at most one
 //! interval's worth of extra requests per crash), in exchange for no disk write per request.
+//!
+//! Subjects are evicted when idle: on every save, a subject whose quota has refilled and that
+//! has no request in flight is forgotten (governor's `retain_recent`, semaphores with no
+//! holder, saved counters that refilled), and at most `auth.max_tracked_subjects` saved
+//! counters are kept (the oldest go first). Without it every client address (auth off) or JWT
+//! `sub` stayed in memory and in `ratelimits.json` forever.
 
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
@@ -24,12 +30,12 @@ use super::Principal;
 use crate::config::{AuthConfig, TierLimits};
 use crate::error::Result;
 
-type Limiter =
-    RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
+type Limiter<C> =
+    RateLimiter<String, DefaultKeyedStateStore<String>, C, StateInformationMiddleware>;
 
-struct Tier {
+struct Tier<C: Clock> {
     limits: TierLimits,
-    limiter: Limiter,
+    limiter: Limiter<C>,
 }
 
 /// What the caller may tell the client on every response (`RateLimit-*` headers).
@@ -64,19 +70,26 @@ struct Saved {
     at: i64,
 }
 
-pub struct Limits {
-    tiers: HashMap<String, Tier>,
+/// The limiters of every tier. Generic over the clock so that tests can move time.
+pub struct Limits<C: Clock = DefaultClock> {
+    tiers: HashMap<String, Tier<C>>,
     concurrency: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// Last known use per subject, for persistence.
     used: Mutex<BTreeMap<String, Saved>>,
+    max_tracked: usize,
     path: PathBuf,
 }
 
-fn tier(limits: TierLimits) -> Tier {
+fn tier<C: Clock + Clone>(limits: TierLimits, clock: &C) -> Tier<C> {
     let per_hour = NonZeroU32::new(limits.requests_per_hour).unwrap_or(NonZeroU32::MIN);
     Tier {
         limits,
-        limiter: RateLimiter::keyed(Quota::per_hour(per_hour))
+        limiter:
+            RateLimiter::<String, _, C, governor::middleware::NoOpMiddleware<C::Instant>>::new(
+                Quota::per_hour(per_hour),
+                Default::default(),
+                clock.clone(),
+            )
             .with_middleware::<StateInformationMiddleware>(),
     }
 }
@@ -84,20 +97,79 @@ fn tier(limits: TierLimits) -> Tier {
 impl Limits {
     /// Builds the limiters and charges the counters saved by the previous run.
     pub fn open(cfg: &AuthConfig, data_dir: &Path) -> Result<Self> {
-        let mut tiers: HashMap<String, Tier> = cfg
+        Self::open_with_clock(cfg, data_dir, DefaultClock::default())
+    }
+}
+
+impl<C: Clock + Clone> Limits<C> {
+    /// [`Limits::open`] on a given clock.
+    pub fn open_with_clock(cfg: &AuthConfig, data_dir: &Path, clock: C) -> Result<Self> {
+        let mut tiers: HashMap<String, Tier<C>> = cfg
             .tiers
             .iter()
-            .map(|(n, l)| (n.clone(), tier(*l)))
+            .map(|(n, l)| (n.clone(), tier(*l, &clock)))
             .collect();
-        tiers.insert("anonymous".into(), tier(cfg.anonymous));
+        tiers.insert("anonymous".into(), tier(cfg.anonymous, &clock));
         let s = Self {
             tiers,
             concurrency: Default::default(),
             used: Default::default(),
+            max_tracked: cfg.max_tracked_subjects.max(1),
             path: data_dir.join("ratelimits.json"),
         };
         s.restore();
         Ok(s)
+    }
+
+    /// Forgets idle subjects (see the module doc); `now` is the Unix time in seconds. Called
+    /// before every save.
+    pub fn evict_idle(&self, now: i64) {
+        for t in self.tiers.values() {
+            t.limiter.retain_recent();
+            t.limiter.shrink_to_fit();
+        }
+        // A permit holds a clone of its semaphore: only the map's own reference means idle.
+        let mut conc = self.concurrency.lock().unwrap_or_else(|p| p.into_inner());
+        conc.retain(|_, sem| Arc::strong_count(sem) > 1);
+        conc.shrink_to_fit();
+        drop(conc);
+        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        used.retain(|_, s| self.unrefilled(s, now) > 0);
+        if used.len() > self.max_tracked {
+            let mut ages: Vec<i64> = used.values().map(|s| s.at).collect();
+            let cut = ages.len() - self.max_tracked;
+            let (_, oldest_kept, _) = ages.select_nth_unstable(cut);
+            let oldest_kept = *oldest_kept;
+            let mut over = used.len() - self.max_tracked;
+            used.retain(|_, s| {
+                let drop = over > 0 && s.at <= oldest_kept;
+                over -= drop as usize;
+                !drop
+            });
+        }
+    }
+
+    /// Subjects tracked: (rate-limiter entries over all tiers, concurrency entries, saved
+    /// counters).
+    pub fn tracked(&self) -> (usize, usize, usize) {
+        let limiter = self.tiers.values().map(|t| t.limiter.len()).sum();
+        let conc = self
+            .concurrency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len();
+        let used = self.used.lock().unwrap_or_else(|p| p.into_inner()).len();
+        (limiter, conc, used)
+    }
+
+    /// The part of a saved counter that has not refilled by `now`.
+    fn unrefilled(&self, s: &Saved, now: i64) -> u32 {
+        let Some(t) = self.tiers.get(&s.tier) else {
+            return 0;
+        };
+        let per_s = t.limits.requests_per_hour as f64 / 3600.0;
+        let refilled = ((now - s.at).max(0) as f64 * per_s) as u32;
+        s.used.saturating_sub(refilled)
     }
 
     fn restore(&self) {
@@ -113,11 +185,10 @@ impl Limits {
             let Some(t) = self.tiers.get(&s.tier) else {
                 continue;
             };
-            let per_s = t.limits.requests_per_hour as f64 / 3600.0;
-            let refilled = ((now - s.at).max(0) as f64 * per_s) as u32;
-            if let Some(n) = NonZeroU32::new(s.used.saturating_sub(refilled)) {
-                let _ = t.limiter.check_key_n(&subject, n);
-            }
+            let Some(n) = NonZeroU32::new(self.unrefilled(&s, now)) else {
+                continue;
+            };
+            let _ = t.limiter.check_key_n(&subject, n);
             self.used
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -125,8 +196,9 @@ impl Limits {
         }
     }
 
-    /// Writes the counters (cheap: one small file).
+    /// Evicts idle subjects and writes the counters (cheap: one small file).
     pub fn persist(&self) -> Result<()> {
+        self.evict_idle(chrono::Utc::now().timestamp());
         let snapshot = {
             let used = self.used.lock().unwrap_or_else(|p| p.into_inner());
             serde_json::to_vec(&*used)?
@@ -137,7 +209,7 @@ impl Limits {
         Ok(())
     }
 
-    fn quotas(t: &Tier, remaining: u32) -> Quotas {
+    fn quotas(t: &Tier<C>, remaining: u32) -> Quotas {
         let limit = t.limits.requests_per_hour;
         let per_cell = 3600.0 / limit as f64;
         Quotas {
@@ -245,5 +317,76 @@ mod tests {
         let mut other = who("tiny");
         other.subject = "key:other".into();
         assert!(again.admit(&other).is_ok());
+    }
+
+    fn tier_cfg(requests_per_hour: u32, max_tracked: usize) -> AuthConfig {
+        let mut cfg = AuthConfig::default();
+        cfg.anonymous = TierLimits {
+            requests_per_hour,
+            concurrent: 4,
+        };
+        cfg.max_tracked_subjects = max_tracked;
+        cfg
+    }
+
+    fn client(n: usize) -> Principal {
+        Principal {
+            name: "anonymous".into(),
+            subject: format!("ip:10.0.{}.{}", n / 256, n % 256),
+            tier: "anonymous".into(),
+            scopes: vec![],
+        }
+    }
+
+    #[test]
+    fn idle_subjects_are_evicted_from_memory_and_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = governor::clock::FakeRelativeClock::default();
+        // 3,600 an hour: one request refills in a second.
+        let limits =
+            Limits::open_with_clock(&tier_cfg(3600, 100_000), dir.path(), clock.clone()).unwrap();
+        let now = chrono::Utc::now().timestamp();
+        let held = limits.admit(&client(0)).unwrap();
+        for n in 1..100_000 {
+            drop(limits.admit(&client(n)).unwrap());
+        }
+        assert_eq!(limits.tracked(), (100_000, 100_000, 100_000));
+        // Nothing has refilled yet: everything stays (and the file holds every counter).
+        limits.evict_idle(now);
+        assert_eq!(limits.tracked(), (100_000, 1, 100_000));
+        // Later every quota has refilled; only the request in flight is kept.
+        clock.advance(std::time::Duration::from_secs(2));
+        limits.evict_idle(now + 60);
+        assert_eq!(limits.tracked(), (0, 1, 0));
+        drop(held);
+        limits.evict_idle(now + 60);
+        assert_eq!(limits.tracked(), (0, 0, 0));
+        limits.persist().unwrap();
+        let file = std::fs::metadata(dir.path().join("ratelimits.json"))
+            .unwrap()
+            .len();
+        assert!(file < 16, "an empty map, not 100,000 entries: {file} bytes");
+        // An evicted subject starts afresh.
+        assert_eq!(limits.admit(&client(7)).unwrap().quotas.remaining, 3599);
+    }
+
+    #[test]
+    fn saved_counters_are_capped_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = governor::clock::FakeRelativeClock::default();
+        let limits =
+            Limits::open_with_clock(&tier_cfg(10, 1_000), dir.path(), clock.clone()).unwrap();
+        for n in 0..5_000 {
+            drop(limits.admit(&client(n)).unwrap());
+        }
+        // An hour's quota of 10 refills one request per 6 minutes: nothing is idle yet.
+        let now = chrono::Utc::now().timestamp();
+        limits.evict_idle(now);
+        let (limiter, conc, used) = limits.tracked();
+        assert_eq!((limiter, conc, used), (5_000, 0, 1_000));
+        limits.persist().unwrap();
+        let bytes = std::fs::read(dir.path().join("ratelimits.json")).unwrap();
+        let saved: BTreeMap<String, Saved> = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(saved.len(), 1_000);
     }
 }

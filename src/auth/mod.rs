@@ -97,12 +97,13 @@ pub enum AuthError {
 }
 
 impl AuthError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> crate::error::Code {
+        use crate::error::Code;
         match self {
-            AuthError::Missing => "unauthorized",
-            AuthError::Invalid(_) => "invalid_credentials",
-            AuthError::Forbidden(_) => "forbidden",
-            AuthError::Internal(_) => "internal",
+            AuthError::Missing => Code::Unauthorized,
+            AuthError::Invalid(_) => Code::InvalidCredentials,
+            AuthError::Forbidden(_) => Code::Forbidden,
+            AuthError::Internal(_) => Code::Internal,
         }
     }
 }

@@ -13,7 +13,6 @@
 
 use std::ops::Range;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Condvar, Mutex};
 
 use crate::error::{Error, Result};
@@ -80,7 +79,7 @@ struct Job {
     text: String,
     tokens: usize,
     span: tracing::Span,
-    reply: SyncSender<Result<Vec<f32>>>,
+    reply: tokio::sync::oneshot::Sender<Result<Vec<f32>>>,
 }
 
 #[derive(Default)]
@@ -102,6 +101,9 @@ pub struct Counts {
 }
 
 type Shared = (Mutex<Queue>, Condvar);
+
+/// A queued query's vector, to be awaited (or `blocking_recv`ed off the runtime).
+pub type Pending = tokio::sync::oneshot::Receiver<Result<Vec<f32>>>;
 
 /// The queue of waiting queries and the workers that drain it (one per session).
 pub struct QueryBatcher {
@@ -126,22 +128,27 @@ impl QueryBatcher {
     /// Embeds one query (`tokens` long) with whatever else is waiting; blocks until done.
     /// The vector is not normalised.
     pub fn embed(&self, text: &str, tokens: usize) -> Result<Vec<f32>> {
-        let (tx, rx) = sync_channel(1);
-        {
-            let (lock, wake) = &*self.queue;
-            let mut q = lock
-                .lock()
-                .map_err(|_| Error::internal("embedder lock poisoned"))?;
-            q.waiting.push(Job {
-                text: text.to_string(),
-                tokens,
-                span: tracing::Span::current(),
-                reply: tx,
-            });
-            wake.notify_one();
-        }
-        rx.recv()
+        self.submit(text, tokens)?
+            .blocking_recv()
             .unwrap_or_else(|_| Err(Error::internal("embedding worker stopped")))
+    }
+
+    /// Queues one query without waiting: the vector arrives on the receiver, which an async
+    /// caller awaits on its own thread (no hand-off to a blocking thread). Not normalised.
+    pub fn submit(&self, text: &str, tokens: usize) -> Result<Pending> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (lock, wake) = &*self.queue;
+        let mut q = lock
+            .lock()
+            .map_err(|_| Error::internal("embedder lock poisoned"))?;
+        q.waiting.push(Job {
+            text: text.to_string(),
+            tokens,
+            span: tracing::Span::current(),
+            reply: tx,
+        });
+        wake.notify_one();
+        Ok(rx)
     }
 
     /// What the batcher has done so far.

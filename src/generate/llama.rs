@@ -24,7 +24,7 @@ use super::{
     Utf8Pieces,
 };
 use crate::config::{Backend, GeneratorConfig};
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 
 static BACKEND: OnceLock<std::result::Result<LlamaBackend, String>> = OnceLock::new();
 /// Serialises context creation (see the module docs).
@@ -45,7 +45,7 @@ fn backend() -> Result<&'static LlamaBackend> {
 /// The GGUF file to load: the configured path, else the first `*.gguf` under `models/llm/`.
 pub fn locate_model(configured: Option<&str>) -> Result<PathBuf> {
     let unavailable = |message: String| Error::Unavailable {
-        code: "generator_unavailable",
+        code: Code::GeneratorUnavailable,
         message,
     };
     if let Some(p) = configured {
@@ -101,7 +101,7 @@ impl LlamaGenerator {
         let started = Instant::now();
         let model = LlamaModel::load_from_file(backend, &path, &params).map_err(|e| {
             Error::Unavailable {
-                code: "generator_unavailable",
+                code: Code::GeneratorUnavailable,
                 message: format!("could not load GGUF model {}: {e}", path.display()),
             }
         })?;

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
-use crate::error::Error;
+use crate::error::{Code, Error};
 use crate::service::ErrorBody;
 
 /// The body of every Cairn error.
@@ -22,8 +22,8 @@ pub struct ErrorResponse {
 /// An error on its way to the client.
 #[derive(Debug)]
 pub struct ApiError {
-    pub status: StatusCode,
-    pub code: &'static str,
+    /// The code, and with it the status (the error-code table in `crate::error`).
+    pub code: Code,
     pub message: String,
     pub retry_after_s: Option<u64>,
     /// The real cause of an internal error, for the log only.
@@ -37,9 +37,8 @@ pub struct ApiError {
 pub struct InternalCause(pub String);
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
         Self {
-            status,
             code,
             message: message.into(),
             retry_after_s: None,
@@ -47,27 +46,20 @@ impl ApiError {
             suggestions: None,
         }
     }
+
+    /// The HTTP status, from the error-code table.
+    pub fn status(&self) -> StatusCode {
+        status_of_code(self.code)
+    }
 }
 
-/// The HTTP status of each core error: the one exhaustive mapping.
-pub fn status_of(e: &Error) -> StatusCode {
-    match e {
-        Error::InvalidInput(_) => StatusCode::UNPROCESSABLE_ENTITY,
-        Error::NotFound { .. } | Error::UnknownConcept { .. } => StatusCode::NOT_FOUND,
-        Error::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        Error::Unreadable(_) => StatusCode::UNPROCESSABLE_ENTITY,
-        Error::Unavailable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-        Error::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
-        Error::Locked(_) => StatusCode::SERVICE_UNAVAILABLE,
-        Error::Upstream(_) => StatusCode::BAD_GATEWAY,
-        Error::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-        Error::Embedding(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-    }
+/// The HTTP status of a code (the table holds it as a number).
+pub fn status_of_code(code: Code) -> StatusCode {
+    StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
-        let status = status_of(&e);
         let retry_after_s = match &e {
             Error::Busy { retry_after_s } => Some(*retry_after_s),
             _ => None,
@@ -78,16 +70,14 @@ impl From<Error> for ApiError {
         };
         if e.is_internal() {
             Self {
-                status,
                 code: e.code(),
                 message: "internal error".into(),
                 retry_after_s,
-                internal: Some(e.to_string()),
+                internal: Some(e.chain()),
                 suggestions: None,
             }
         } else {
             Self {
-                status,
                 code: e.code(),
                 message: e.to_string(),
                 retry_after_s,
@@ -101,38 +91,27 @@ impl From<Error> for ApiError {
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
         match &r {
-            JsonRejection::JsonSyntaxError(_) => {
-                ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", r.body_text())
-            }
-            JsonRejection::JsonDataError(_) => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_request",
-                r.body_text(),
-            ),
+            JsonRejection::JsonSyntaxError(_) => ApiError::new(Code::MalformedJson, r.body_text()),
+            JsonRejection::JsonDataError(_) => ApiError::new(Code::InvalidRequest, r.body_text()),
             JsonRejection::MissingJsonContentType(_) => ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+                Code::UnsupportedMediaType,
                 "expected `Content-Type: application/json`",
             ),
             _ if r.status() == StatusCode::PAYLOAD_TOO_LARGE => too_large(),
-            _ => ApiError::new(StatusCode::BAD_REQUEST, "bad_request", r.body_text()),
+            _ => ApiError::new(Code::BadRequest, r.body_text()),
         }
     }
 }
 
 impl From<QueryRejection> for ApiError {
     fn from(r: QueryRejection) -> Self {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_request",
-            r.body_text(),
-        )
+        ApiError::new(Code::InvalidRequest, r.body_text())
     }
 }
 
 impl From<PathRejection> for ApiError {
     fn from(r: PathRejection) -> Self {
-        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", r.body_text())
+        ApiError::new(Code::BadRequest, r.body_text())
     }
 }
 
@@ -141,20 +120,13 @@ impl From<MultipartError> for ApiError {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             too_large()
         } else {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "malformed_multipart",
-                e.body_text(),
-            )
+            ApiError::new(Code::MalformedMultipart, e.body_text())
         }
     }
 }
 
 pub fn too_large() -> ApiError {
-    ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "payload_too_large",
-        "request body is larger than the configured limit (server.max_json_bytes / server.max_upload_bytes)",
+    ApiError::new(Code::PayloadTooLarge, "request body is larger than the configured limit (server.max_json_bytes / server.max_upload_bytes)",
     )
 }
 
@@ -162,12 +134,12 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorResponse {
             error: ErrorBody {
-                code: self.code.to_string(),
+                code: self.code.as_str().to_string(),
                 message: self.message,
                 suggestions: self.suggestions,
             },
         };
-        let mut resp = (self.status, Json(body)).into_response();
+        let mut resp = (status_of_code(self.code), Json(body)).into_response();
         if let Some(s) = self.retry_after_s {
             if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
                 resp.headers_mut().insert(header::RETRY_AFTER, v);

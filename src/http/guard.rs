@@ -3,12 +3,13 @@
 //! `RateLimit-*` headers on every response), and per-endpoint deadlines (504). Public paths
 //! (`auth.public_paths`: health, metrics and the API docs by default) skip all of it.
 
+use crate::error::Code;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
@@ -55,26 +56,22 @@ fn is_public(st: &AppState, req: &Request) -> bool {
         })
 }
 
-/// The presented credential: `Authorization: Bearer X`, else `X-API-Key: X`.
+/// The presented credential: `Authorization: Bearer X`, else `X-API-Key: X` (also when an
+/// `Authorization` header of another scheme is present, e.g. a proxy's `Basic`).
 fn credential(headers: &HeaderMap) -> Option<&str> {
-    if let Some(v) = headers
+    let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-    {
-        let (scheme, rest) = v.trim().split_once(' ')?;
-        return scheme.eq_ignore_ascii_case("bearer").then_some(rest.trim());
-    }
-    headers.get("x-api-key").and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, rest) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(rest.trim())
+        });
+    bearer.or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
 }
 
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
-        let status = match e {
-            AuthError::Missing | AuthError::Invalid(_) => StatusCode::UNAUTHORIZED,
-            AuthError::Forbidden(_) => StatusCode::FORBIDDEN,
-            AuthError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        let mut api = ApiError::new(status, e.code(), e.to_string());
+        let mut api = ApiError::new(e.code(), e.to_string());
         if let AuthError::Internal(cause) = &e {
             api.message = "internal error".into();
             api.internal = Some(cause.clone());
@@ -101,8 +98,7 @@ pub async fn back_pressure(State(st): State<AppState>, req: Request, next: Next)
     let Ok(_permit) = st.in_flight.clone().try_acquire_owned() else {
         metrics::counter!("cairn_overload_rejections_total").increment(1);
         let mut e = ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded",
+            Code::Overloaded,
             "too many requests in flight (server.max_in_flight); retry shortly",
         );
         e.retry_after_s = Some(1);
@@ -152,7 +148,8 @@ pub async fn authorize(State(st): State<AppState>, mut req: Request, next: Next)
         match cairn.auth.authenticate(credential(req.headers()), scope) {
             Ok(p) => p,
             Err(e) => {
-                metrics::counter!("cairn_auth_failures_total", "code" => e.code()).increment(1);
+                metrics::counter!("cairn_auth_failures_total", "code" => e.code().as_str())
+                    .increment(1);
                 let challenge = match &e {
                     AuthError::Missing => Some("Bearer realm=\"cairn\""),
                     AuthError::Invalid(_) => {
@@ -186,7 +183,7 @@ pub async fn authorize(State(st): State<AppState>, mut req: Request, next: Next)
                     r.tier
                 )
             };
-            let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", msg);
+            let mut e = ApiError::new(Code::RateLimited, msg);
             e.retry_after_s = Some(r.retry_after_s);
             let mut resp = e.into_response();
             set_quota_headers(resp.headers_mut(), &r.quotas);
@@ -216,11 +213,41 @@ pub async fn deadline(State(st): State<AppState>, req: Request, next: Next) -> R
         Err(_) => {
             metrics::counter!("cairn_timeouts_total", "route" => route).increment(1);
             ApiError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "timeout",
+                Code::Timeout,
                 format!("the request took longer than {secs} s"),
             )
             .into_response()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn the_credential_is_the_bearer_else_the_api_key_header() {
+        let both = headers(&[("authorization", "Bearer a"), ("x-api-key", "b")]);
+        assert_eq!(credential(&both), Some("a"));
+        let basic = headers(&[("authorization", "Basic dTpw"), ("x-api-key", "b")]);
+        assert_eq!(
+            credential(&basic),
+            Some("b"),
+            "another scheme does not hide X-API-Key"
+        );
+        assert_eq!(credential(&headers(&[("x-api-key", "b")])), Some("b"));
+        assert_eq!(
+            credential(&headers(&[("authorization", "Basic dTpw")])),
+            None
+        );
+        assert_eq!(credential(&headers(&[])), None);
     }
 }

@@ -24,8 +24,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use tracing::Instrument;
 
-use crate::error::Error;
-use crate::extract::{Block, ExtractedDoc, FileType};
+use crate::error::{Code, Error};
+use crate::extract::ExtractedDoc;
 use crate::search::SearchRequest;
 use crate::service::{Cairn, IngestFile, IngestReport, IngestStatus};
 use error::{too_large, ApiError, InternalCause};
@@ -119,7 +119,9 @@ pub fn api_router(upload_limit: usize, json_limit: usize) -> OpenApiRouter<AppSt
 
 /// The OpenAPI document of [`api_router`] (what `/openapi.json` serves).
 pub fn openapi_spec() -> utoipa::openapi::OpenApi {
-    api_router(0, 0).split_for_parts().1
+    let mut spec = api_router(0, 0).split_for_parts().1;
+    openapi::error_code_enum(&mut spec);
+    spec
 }
 
 /// `GET /openapi.json`: this document, generated once.
@@ -273,15 +275,11 @@ async fn observe(req: Request, next: Next) -> Response {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "route_not_found", "no such route")
+    ApiError::new(Code::RouteNotFound, "no such route")
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "method not allowed on this route",
-    )
+    ApiError::new(Code::MethodNotAllowed, "method not allowed on this route")
 }
 
 #[derive(Deserialize)]
@@ -322,13 +320,9 @@ async fn create_sources(State(st): State<AppState>, req: Request) -> Result<Resp
         .to_ascii_lowercase();
     let cairn = st.cairn.clone();
     let reports = if ctype.starts_with("multipart/form-data") {
-        let mut mp = Multipart::from_request(req, &st).await.map_err(|r| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "malformed_multipart",
-                r.body_text(),
-            )
-        })?;
+        let mut mp = Multipart::from_request(req, &st)
+            .await
+            .map_err(|r| ApiError::new(Code::MalformedMultipart, r.body_text()))?;
         let mut files = Vec::new();
         let mut shared_meta = serde_json::Map::new();
         while let Some(field) = mp.next_field().await? {
@@ -341,26 +335,19 @@ async fn create_sources(State(st): State<AppState>, req: Request) -> Result<Resp
                 _ if name == "metadata" => {
                     let text = field.text().await?;
                     shared_meta = serde_json::from_str(&text).map_err(|e| {
-                        ApiError::new(
-                            StatusCode::UNPROCESSABLE_ENTITY,
-                            "invalid_request",
-                            format!("field `metadata` must be a JSON object: {e}"),
+                        ApiError::new(Code::InvalidRequest, format!("field `metadata` must be a JSON object: {e}"),
                         )
                     })?;
                 }
                 _ => {
-                    return Err(ApiError::new(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "invalid_request",
-                        format!("unexpected form field `{name}`: send files (with a filename) and an optional `metadata` field"),
+                    return Err(ApiError::new(Code::InvalidRequest, format!("unexpected form field `{name}`: send files (with a filename) and an optional `metadata` field"),
                     ))
                 }
             }
         }
         if files.is_empty() {
             return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_request",
+                Code::InvalidRequest,
                 "no files in the upload",
             ));
         }
@@ -373,7 +360,7 @@ async fn create_sources(State(st): State<AppState>, req: Request) -> Result<Resp
             if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 too_large()
             } else {
-                ApiError::new(StatusCode::BAD_REQUEST, "bad_request", r.body_text())
+                ApiError::new(Code::BadRequest, r.body_text())
             }
         })?;
         if bytes.len() > cairn.config.server.max_json_bytes {
@@ -381,13 +368,9 @@ async fn create_sources(State(st): State<AppState>, req: Request) -> Result<Resp
         }
         let body: TextSource = serde_json::from_slice(&bytes).map_err(|e| {
             if e.is_syntax() || e.is_eof() {
-                ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", e.to_string())
+                ApiError::new(Code::MalformedJson, e.to_string())
             } else {
-                ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "invalid_request",
-                    e.to_string(),
-                )
+                ApiError::new(Code::InvalidRequest, e.to_string())
             }
         })?;
         let doc = text_doc(body)?;
@@ -395,8 +378,7 @@ async fn create_sources(State(st): State<AppState>, req: Request) -> Result<Resp
         cairn.ingest_docs(vec![(label, doc)], &|_| {}).await?
     } else {
         return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            Code::UnsupportedMediaType,
             "send multipart/form-data files or an application/json {title, text, metadata} body",
         ));
     };
@@ -404,42 +386,14 @@ async fn create_sources(State(st): State<AppState>, req: Request) -> Result<Resp
 }
 
 fn text_doc(body: TextSource) -> Result<ExtractedDoc, ApiError> {
-    let text = body.text.trim();
-    if text.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_request",
-            "`text` must not be empty",
-        ));
-    }
-    let blocks: Vec<Block> = text
-        .split("\n\n")
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .map(|p| Block {
-            text: p.to_string(),
-            page: None,
-            section: Vec::new(),
-        })
-        .collect();
-    let title = body
-        .title
-        .filter(|t| !t.trim().is_empty())
-        .unwrap_or_else(|| text.chars().take(80).collect::<String>());
-    let external_id = body.id.unwrap_or_else(|| {
-        use sha2::Digest;
-        format!(
-            "text:{}",
-            &hex::encode(sha2::Sha256::digest(text.as_bytes()))[..24]
-        )
-    });
-    Ok(ExtractedDoc {
-        external_id: Some(external_id),
-        title,
+    let record = crate::extract::TextRecord {
+        id: body.id,
+        title: body.title,
+        text: body.text,
         metadata: body.metadata,
-        file_type: FileType::Txt,
-        blocks,
-    })
+    };
+    crate::extract::text_record(record.or_text_id())
+        .map_err(|_| ApiError::new(Code::InvalidRequest, "`text` must not be empty"))
 }
 
 /// 201 when anything was created or updated, 200 when everything was unchanged; when every
@@ -609,8 +563,7 @@ async fn ready(State(st): State<AppState>) -> Response {
 async fn metrics_text(State(st): State<AppState>) -> Response {
     let Some(handle) = crate::telemetry::handle() else {
         return ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "metrics_unavailable",
+            Code::MetricsUnavailable,
             "another metrics recorder is installed in this process",
         )
         .into_response();
@@ -625,3 +578,6 @@ async fn metrics_text(State(st): State<AppState>) -> Response {
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod tests;

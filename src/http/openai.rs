@@ -38,7 +38,7 @@ impl OpenAiError {
         Self {
             status: StatusCode::BAD_REQUEST,
             kind: "invalid_request_error",
-            code: "invalid_request",
+            code: crate::error::Code::InvalidRequest.as_str(),
             param: Some(param),
             message: message.into(),
             internal: None,
@@ -84,15 +84,15 @@ impl From<axum::extract::rejection::BytesRejection> for OpenAiError {
 
 impl From<super::error::ApiError> for OpenAiError {
     fn from(api: super::error::ApiError) -> Self {
-        let kind = match api.status.as_u16() {
+        let kind = match api.code.status() {
             400..=499 => "invalid_request_error",
             503 => "overloaded_error",
             _ => "server_error",
         };
         Self {
-            status: api.status,
+            status: api.status(),
             kind,
-            code: api.code,
+            code: api.code.as_str(),
             param: None,
             message: api.message,
             internal: api.internal,
@@ -315,7 +315,7 @@ fn model_not_found(message: String) -> OpenAiError {
     OpenAiError {
         status: StatusCode::NOT_FOUND,
         kind: "invalid_request_error",
-        code: "model_not_found",
+        code: crate::error::Code::ModelNotFound.as_str(),
         param: Some("model"),
         message,
         internal: None,

@@ -69,6 +69,28 @@ impl Modify for Security {
     }
 }
 
+/// `ErrorBody.code` as the enum of the error-code table (`crate::error::Code`), set on the
+/// assembled document (the routes' schemas are merged in after the derive's modifiers run).
+pub fn error_code_enum(spec: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+    use utoipa::openapi::RefOr;
+    let Some(components) = spec.components.as_mut() else {
+        return;
+    };
+    let Some(RefOr::T(Schema::Object(body))) = components.schemas.get_mut("ErrorBody") else {
+        return;
+    };
+    let codes = crate::error::Code::ALL.iter().map(|c| c.as_str());
+    let code = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(codes))
+        .description(Some(
+            "A stable error code; docs/api.md says when each is returned",
+        ))
+        .build();
+    body.properties.insert("code".into(), code.into());
+}
+
 /// Errors of any guarded route: authentication, scopes, rate limits, overload, deadlines.
 #[derive(IntoResponses)]
 #[allow(dead_code)]

@@ -16,12 +16,11 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::stream::{Stream, StreamExt};
-use serde_json::json;
 
 use super::error::ApiError;
 use super::openapi::{BadBody, Guarded};
 use super::{ApiJson, AppState};
-use crate::answer::{AnswerEvent, QueryRequest};
+use crate::answer::{AnswerEvent, QueryEvent, QueryRequest};
 
 /// Whether the client asked for an event stream.
 pub fn wants_sse(headers: &HeaderMap, stream_flag: bool) -> bool {
@@ -74,27 +73,35 @@ pub fn sse(events: impl Stream<Item = Event> + Send + 'static, keepalive: Durati
 /// An error after the response started: logged here (with the request's span) and sent as
 /// the `{code, message}` a JSON error would carry.
 pub fn error_payload(e: crate::error::Error, span: &tracing::Span) -> serde_json::Value {
+    serde_json::to_value(error_body(e, span)).unwrap_or_default()
+}
+
+/// The `{code, message}` of an error after the response started, logged here.
+fn error_body(e: crate::error::Error, span: &tracing::Span) -> crate::service::ErrorBody {
     let api = ApiError::from(e);
+    let code = api.code.as_str();
     if let Some(cause) = &api.internal {
         span.in_scope(|| tracing::error!(error = %cause, "internal error during a stream"));
     } else {
-        span.in_scope(|| tracing::warn!(code = api.code, message = %api.message, "stream failed"));
+        span.in_scope(|| tracing::warn!(code, message = %api.message, "stream failed"));
     }
-    json!({"code": api.code, "message": api.message})
+    crate::service::ErrorBody {
+        code: code.to_string(),
+        message: api.message,
+        suggestions: None,
+    }
 }
 
 fn to_event(ev: AnswerEvent, span: &tracing::Span) -> Event {
-    let json = |name: &str, v: serde_json::Value| {
-        Event::default()
-            .event(name)
-            .json_data(v)
-            .unwrap_or_else(|_| Event::default().event("error"))
+    let wire = match ev {
+        AnswerEvent::Sources(citations) => QueryEvent::Sources { citations },
+        AnswerEvent::Token(delta) => QueryEvent::Token { delta },
+        AnswerEvent::Citation(c) => QueryEvent::Citation(c),
+        AnswerEvent::Done(d) => QueryEvent::Done(d),
+        AnswerEvent::Error(e) => QueryEvent::Error(error_body(e, span)),
     };
-    match ev {
-        AnswerEvent::Sources(c) => json("sources", json!({ "citations": c })),
-        AnswerEvent::Token(t) => json("token", json!({ "delta": t })),
-        AnswerEvent::Citation(c) => json("citation", json!(c)),
-        AnswerEvent::Done(d) => json("done", json!(d)),
-        AnswerEvent::Error(e) => json("error", error_payload(e, span)),
-    }
+    Event::default()
+        .event(wire.name())
+        .json_data(wire.data())
+        .unwrap_or_else(|_| Event::default().event("error"))
 }

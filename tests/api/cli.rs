@@ -112,10 +112,10 @@ async fn ingest_search_stats_sources_delete_check() {
         let cairn = cairn::service::Cairn::open(test_config(&data))
             .await
             .unwrap();
-        let keys = cairn.store.keywords.all_keys().unwrap();
+        let keys = cairn.store.keywords().all_keys().unwrap();
         cairn
             .store
-            .keywords
+            .keywords()
             .delete_chunks(&[keys[0].0.clone()])
             .unwrap();
     }
@@ -311,6 +311,29 @@ async fn serve_accepts_uploads_and_exits_cleanly_on_sigterm() {
     );
     assert_eq!(code, 0, "{v}");
     assert_eq!(v["created"], 1);
+    // `--server` applies the same per-file size rule as a local ingest (it used to ignore
+    // ingest.max_file_bytes): the big file fails alone, unsent.
+    let big = tmp.path().join("big.txt");
+    std::fs::write(&big, "x ".repeat(200)).unwrap();
+    let (code, v) = run_json(
+        cairn_cmd(&data)
+            .env("CAIRN_INGEST__MAX_FILE_BYTES", "100")
+            .args(["ingest", "--json", "--server", &url])
+            .arg(&big)
+            .arg(docs.join("remote.txt")),
+    );
+    assert_eq!(code, 1, "{v}");
+    assert_eq!(
+        (v["failed"].as_u64(), v["unchanged"].as_u64()),
+        (Some(1), Some(1)),
+        "{v}"
+    );
+    let failed = v["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["status"] == "failed");
+    assert_eq!(failed.unwrap()["error"]["code"], "payload_too_large", "{v}");
     let client = reqwest::Client::new();
     let r: Value = client
         .post(format!("{url}/search"))

@@ -227,7 +227,7 @@ async fn updates_and_deletes_keep_the_graph_consistent() {
     let report = cairn.store.check().await.unwrap();
     assert!(report.is_consistent(), "{report:?}");
     assert_eq!(
-        cairn.store.concepts.count_concepts().await.unwrap() as u64,
+        cairn.store.count_concepts().await.unwrap() as u64,
         st["graph"]["concepts"].as_u64().unwrap()
     );
     // Deleting the rest empties the graph.
@@ -240,7 +240,7 @@ async fn updates_and_deletes_keep_the_graph_consistent() {
         st["graph"],
         json!({"concepts": 0, "edges": 0, "mentions": 0})
     );
-    assert_eq!(cairn.store.concepts.count_concepts().await.unwrap(), 0);
+    assert_eq!(cairn.store.count_concepts().await.unwrap(), 0);
 }
 
 #[tokio::test]

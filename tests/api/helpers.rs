@@ -82,6 +82,8 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
 
 /// A server over an existing config (e.g. to restart on the same data dir).
 pub async fn start(cfg: Config) -> TestApp {
+    // Extraction runs in the real `cairn` binary's worker, as in production (cairn::sandbox).
+    cairn::sandbox::set_worker_program(env!("CARGO_BIN_EXE_cairn").into());
     let mut cairn = Cairn::open(cfg).await.expect("open cairn");
     cairn.load_generator().await.expect("load generator");
     let cairn = Arc::new(cairn);

@@ -16,4 +16,5 @@ mod repo;
 mod search;
 mod sources;
 mod telemetry;
+mod untrusted;
 mod upstream;

@@ -162,3 +162,20 @@ async fn swagger_ui_is_embedded_and_public_when_auth_is_on() {
     assert_eq!(get("/docsx").await.unwrap().status(), 401);
     assert_eq!(get("/stats").await.unwrap().status(), 401);
 }
+
+/// The error body's `code` is the enum of the one error-code table.
+#[test]
+fn the_error_code_enum_is_the_code_table() {
+    let spec: Value =
+        serde_json::from_str(&cairn::http::openapi::document(&cairn::http::openapi_spec()))
+            .unwrap();
+    let listed: Vec<&str> = spec["components"]["schemas"]["ErrorBody"]["properties"]["code"]
+        ["enum"]
+        .as_array()
+        .expect("an enum of codes")
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let table: Vec<&str> = cairn::error::Code::ALL.iter().map(|c| c.as_str()).collect();
+    assert_eq!(listed, table);
+}

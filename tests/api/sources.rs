@@ -385,3 +385,35 @@ async fn jsonl_records_are_labelled_by_line_and_bad_lines_do_not_stop_the_rest()
     assert_eq!(hit["external_id"], "recs.jsonl#L1");
     assert_eq!(app.stats().await["sources"], 2);
 }
+
+/// One text-document path (issue 19): a JSON upload and the same record as a JSONL line give
+/// the same chunks and content hash, so re-sending it by the other route changes nothing.
+#[tokio::test]
+async fn a_json_upload_and_the_same_jsonl_record_are_one_document() {
+    let app = spawn_app().await;
+    let record = json!({
+        "id": "doc-42",
+        "title": "  Tide   tables ",
+        "text": "First paragraph about the quillfeather tide.\r\n\r\nSecond  paragraph,\r\nwrapped.\n\n\n",
+        "metadata": {"team": "ocean"},
+    });
+    let (status, body) = app.post_json("/sources", &record).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = app
+        .upload(&[("records.jsonl", format!("{record}\n").into_bytes())])
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["sources"][0]["status"], "unchanged", "{body}");
+    // And the other way round, with a changed record: JSONL first, then JSON.
+    let mut changed = record.clone();
+    changed["text"] = json!("A third text about the quillfeather tide.\n\nWith two paragraphs.");
+    let (status, _) = app
+        .upload(&[("records.jsonl", format!("{changed}\n").into_bytes())])
+        .await;
+    assert_eq!(status, 201);
+    let (status, body) = app.post_json("/sources", &changed).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["sources"][0]["status"], "unchanged", "{body}");
+    let (_, source) = app.get("/sources?limit=10").await;
+    assert_eq!(source["sources"][0]["title"], "Tide tables", "{source}");
+}

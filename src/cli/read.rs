@@ -1,0 +1,152 @@
+//! `cairn search`, `sources`, `stats`, `concepts`, `graph` and `delete`: one data-dir call
+//! each, printed as text or JSON.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use cairn::config::Config;
+use cairn::error::Error;
+use cairn::search::SearchRequest;
+use cairn::service::Cairn;
+
+use super::args::{GraphArgs, SearchArgs};
+
+fn plain_snippet(s: &str) -> String {
+    let tty = std::io::stdout().is_terminal();
+    let (on, off) = if tty {
+        ("\x1b[1m", "\x1b[0m")
+    } else {
+        ("", "")
+    };
+    let s = s.replace("<mark>", on).replace("</mark>", off);
+    html_unescape(&s)
+}
+
+fn html_unescape(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#x27;", "'")
+        .replace("&amp;", "&")
+}
+
+pub async fn search(config: Config, a: SearchArgs) -> Result<ExitCode, Error> {
+    let cairn = Cairn::open_with(config, false).await?;
+    let req = SearchRequest {
+        query: a.query,
+        limit: Some(a.limit),
+        mode: a.mode,
+        explain: a.explain,
+        context_type: a.context_type,
+        use_graph: a.use_graph.then_some(true),
+        rerank: a.rerank,
+        ..Default::default()
+    };
+    let resp = cairn.search(req).await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&resp)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if resp.results.is_empty() {
+        println!("no results");
+    }
+    for (i, h) in resp.results.iter().enumerate() {
+        let mut loc = String::new();
+        if let Some(p) = h.page {
+            loc.push_str(&format!(" p.{p}"));
+        }
+        if let Some(s) = &h.section {
+            loc.push_str(&format!(" § {s}"));
+        }
+        println!(
+            "{:>2}. [{:.4}] {}{}  ({})",
+            i + 1,
+            h.score,
+            h.title,
+            loc,
+            h.external_id
+        );
+        println!("    {}", plain_snippet(&h.snippet));
+        if let Some(e) = &h.scores {
+            println!(
+                "    bm25 {:?} (rank {:?}), vector distance {:?} (rank {:?})",
+                e.bm25, e.bm25_rank, e.vector_distance, e.vector_rank
+            );
+        }
+    }
+    println!("{} results in {:.1} ms", resp.results.len(), resp.took_ms);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn concepts(config: Config, query: &str, limit: usize) -> Result<ExitCode, Error> {
+    let cairn = Cairn::open_with(config, false).await?;
+    let found = cairn.concepts(query, limit).await?;
+    println!("{}", serde_json::to_string_pretty(&found)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn graph(config: Config, a: GraphArgs) -> Result<ExitCode, Error> {
+    let cairn = Cairn::open_with(config, false).await?;
+    let n = cairn
+        .graph(&a.concept, a.depth, a.limit, a.min_weight)
+        .await?;
+    println!("{}", serde_json::to_string_pretty(&n)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn sources(config: Config, json: bool) -> Result<ExitCode, Error> {
+    let cairn = Cairn::open_with(config, false).await?;
+    let mut all = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = cairn.list_sources(1000, cursor.as_deref()).await?;
+        all.extend(page.sources);
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&all)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for s in &all {
+        println!(
+            "{}  {:>4} chunks  {:<5} {}  ({})",
+            s.id, s.chunk_count, s.file_type, s.title, s.external_id
+        );
+    }
+    println!("{} sources", all.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn delete(config: Config, source: &str) -> Result<ExitCode, Error> {
+    let cairn = Cairn::open(config).await?;
+    let found = cairn.resolve_source(source).await?;
+    cairn.delete_source(&found.id).await?;
+    println!("deleted {} ({})", found.id, found.external_id);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn stats(config: Config, json: bool) -> Result<ExitCode, Error> {
+    let cairn = Cairn::open_with(config, false).await?;
+    let s = cairn.stats().await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("sources          {}", s.sources);
+    println!("chunks (vector)  {}", s.chunks_vector);
+    println!("chunks (keyword) {}", s.chunks_keyword);
+    println!("vector bytes     {}", s.index_bytes.vector);
+    println!("keyword bytes    {}", s.index_bytes.keyword);
+    println!(
+        "embedding model  {} ({} dims)",
+        s.embedding_model, s.embedding_dim
+    );
+    println!(
+        "vector index     {} (ann from {} chunks)",
+        s.ann_index.state, s.ann_index.min_rows
+    );
+    Ok(ExitCode::SUCCESS)
+}
