@@ -352,8 +352,9 @@ enum Plan {
 }
 
 impl Cairn {
-    /// The generator a request asks for: `None` = retrieval only.
-    fn pick_generator(&self, name: Option<&str>) -> Result<Option<Arc<dyn Generator>>> {
+    /// The generator a request asks for, by backend or model name: `None` = retrieval only.
+    /// The one resolution `/query` and the OpenAI-compatible route share.
+    pub fn pick_generator(&self, name: Option<&str>) -> Result<Option<Arc<dyn Generator>>> {
         let configured = self.generator.clone();
         match name {
             None => Ok(configured),

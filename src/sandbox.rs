@@ -4,12 +4,16 @@
 //! key. A PDF with arrays nested 1,000 deep overflowed lopdf's recursive parser, and a stack
 //! overflow aborts the whole process (`catch_unwind` cannot catch it); a parser that loops on
 //! a worker thread can only be abandoned, never stopped, and its memory cannot be capped. A
-//! child process can be both: each file is extracted by `cairn __extract-worker` (the same
-//! binary, `/proc/self/exe`), which reads the file on stdin and writes the extracted documents
-//! as JSON on stdout, under `RLIMIT_DATA` = `ingest.extract_memory_mb`, and is killed at
-//! `ingest.extract_timeout_s`. A crash, an allocation past the budget or the deadline becomes
-//! that one file's error (`unreadable_document`, `document_too_large`, `extract_timeout`); the
-//! server and the other files of the upload go on.
+//! child process can be both: files are extracted by `cairn __extract-worker` processes (the
+//! same binary, `/proc/self/exe`), which read one file at a time on stdin and write its
+//! extracted documents as JSON on stdout, under `RLIMIT_DATA` = `ingest.extract_memory_mb`, and
+//! are killed at `ingest.extract_timeout_s`. A crash, an allocation past the budget or the
+//! deadline becomes that one file's error (`unreadable_document`, `document_too_large`,
+//! `extract_timeout`); the server and the other files of the upload go on.
+//!
+//! Workers are kept between files (a few idle ones, each replaced after 256 files or one over
+//! 16 MiB): starting the 300 MB binary costs ~15–35 ms, far more than extracting a small file
+//! (`cairn bench extract`, docs/benchmarks.md).
 //!
 //! The binary registers itself with [`set_worker_program`] at start-up. Without a registered
 //! program (the library used on its own) a file is extracted in-process on a thread with a
@@ -22,8 +26,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::blocking;
 use crate::error::{Error, Result};
 use crate::extract::{self, ExtractError, ExtractedDoc, FileType};
 
@@ -69,7 +73,7 @@ pub type Extracted = Vec<std::result::Result<ExtractedDoc, ExtractError>>;
 /// large-stack thread. `Err` only for a failure of the server itself (no process could start).
 pub async fn extract(name: String, bytes: Vec<u8>, limits: Limits) -> Result<Extracted> {
     match PROGRAM.get() {
-        Some(program) => in_child(program, &name, &bytes, limits).await,
+        Some(program) => in_worker(program, name, bytes, limits).await,
         None => in_thread(name, bytes, limits).await,
     }
 }
@@ -100,59 +104,240 @@ async fn in_thread(name: String, bytes: Vec<u8>, limits: Limits) -> Result<Extra
     }
 }
 
-async fn in_child(program: &Path, name: &str, bytes: &[u8], limits: Limits) -> Result<Extracted> {
-    let kind = kind_of(name);
-    let mut child = worker_command(program, limits.memory_bytes)
-        .spawn()
-        .map_err(|e| Error::internal(format!("cannot start the extraction worker: {e}")))?;
-    let mut stdin = child.stdin.take().expect("piped stdin");
-    let mut stdout = child.stdout.take().expect("piped stdout");
-    let stderr = child.stderr.take().expect("piped stderr");
-    let header = encode_header(name);
-    let io = async {
-        let write = async {
-            // A worker that dies early closes its stdin: its exit status tells why.
-            let _ = stdin.write_all(&header).await;
-            let _ = stdin.write_all(bytes).await;
-            drop(stdin);
-        };
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        let mut stderr = stderr.take(STDERR_KEEP);
-        let read_out = stdout.read_to_end(&mut out);
-        let read_err = stderr.read_to_end(&mut err);
-        let ((), out_res, _) = tokio::join!(write, read_out, read_err);
-        let status = child.wait().await;
-        (status, out_res.map(|_| out), err)
+async fn in_worker(
+    program: &Path,
+    name: String,
+    bytes: Vec<u8>,
+    limits: Limits,
+) -> Result<Extracted> {
+    let kind = kind_of(&name);
+    let worker = match take_idle(limits.memory_bytes) {
+        Some(w) => w,
+        None => Worker::spawn(program, limits.memory_bytes)?,
     };
-    let Ok((status, out, err)) = tokio::time::timeout(limits.timeout, io).await else {
-        let _ = child.kill().await;
+    let pid = worker.child.id();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || {
+        let _entered = span.enter();
+        let mut worker = worker;
+        let outcome = worker.exchange(&name, &bytes);
+        let recycle = bytes.len() > RECYCLE_AFTER_BYTES;
+        // A receiver gone (the deadline passed) leaves the worker to be reaped here.
+        if let Err((worker, _, _)) = tx.send((worker, outcome, recycle)) {
+            worker.close();
+        }
+    });
+    let Ok(reply) = tokio::time::timeout(limits.timeout, rx).await else {
+        // The exchange thread sees the pipe close, reaps the worker and drops it.
+        kill(pid);
         return Ok(vec![Err(timed_out(kind, limits))]);
     };
-    let status = status.map_err(|e| Error::internal(format!("extraction worker: {e}")))?;
-    let out = out.map_err(|e| Error::internal(format!("extraction worker output: {e}")))?;
-    if status.success() {
-        if let Ok(wire) = serde_json::from_slice::<Vec<WireResult>>(&out) {
-            return Ok(wire.into_iter().map(WireResult::into_result).collect());
+    let (worker, outcome, recycle) =
+        reply.map_err(|_| Error::internal("the extraction thread ended without a result"))?;
+    match outcome {
+        Outcome::Done(wire) => {
+            if recycle || worker.files >= MAX_FILES_PER_WORKER {
+                blocking(move || worker.close()).await?;
+            } else {
+                put_idle(worker);
+            }
+            Ok(wire.into_iter().map(WireResult::into_result).collect())
+        }
+        Outcome::Died(status, stderr) => {
+            let error = classify_failure(kind, &status, &stderr, limits);
+            tracing::warn!(%status, error = %error, "extraction worker failed");
+            Ok(vec![Err(error)])
         }
     }
-    let error = classify_failure(kind, &status, &String::from_utf8_lossy(&err), limits);
-    tracing::warn!(file = %name, %status, error = %error, "extraction worker failed");
-    Ok(vec![Err(error)])
 }
 
-fn worker_command(program: &Path, memory_bytes: u64) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(program);
-    cmd.arg(WORKER_ARG)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    // SAFETY: between fork and exec the closure only calls setrlimit, which is
-    // async-signal-safe, and allocates nothing.
-    unsafe {
-        cmd.pre_exec(move || set_limits(memory_bytes));
+/// Files a worker extracts before it is replaced (what a parser leaks stays bounded).
+const MAX_FILES_PER_WORKER: usize = 256;
+/// A worker that read a file this large is replaced (its heap stays grown otherwise).
+const RECYCLE_AFTER_BYTES: usize = 16 * 1024 * 1024;
+/// Idle workers kept for the next files; more are closed.
+const MAX_IDLE: usize = 4;
+
+static IDLE: std::sync::Mutex<Vec<Worker>> = std::sync::Mutex::new(Vec::new());
+
+fn take_idle(memory_bytes: u64) -> Option<Worker> {
+    let mut idle = IDLE.lock().unwrap_or_else(|p| p.into_inner());
+    let at = idle.iter().position(|w| w.memory_bytes == memory_bytes)?;
+    Some(idle.swap_remove(at))
+}
+
+fn put_idle(worker: Worker) {
+    let mut idle = IDLE.lock().unwrap_or_else(|p| p.into_inner());
+    if idle.len() < MAX_IDLE {
+        idle.push(worker);
+    } else {
+        drop(idle);
+        // Closing waits for the exit: off the runtime.
+        std::thread::spawn(move || worker.close());
     }
-    cmd
+}
+
+fn kill(pid: u32) {
+    // SAFETY: a signal to our own child, which is not reaped before the exchange thread sees
+    // it die, so the pid cannot belong to another process.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGKILL);
+    }
+}
+
+/// How one exchange with a worker ended.
+enum Outcome {
+    Done(Vec<WireResult>),
+    /// The worker died (or said something unreadable and was killed): its exit status and the
+    /// end of what it printed on stderr.
+    Died(std::process::ExitStatus, String),
+}
+
+/// A live worker process and its pipes; it extracts one file per request until its stdin
+/// closes.
+struct Worker {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+    /// The end of what the worker printed on stderr, filled by a thread of its own.
+    stderr: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
+    memory_bytes: u64,
+    files: usize,
+}
+
+impl Worker {
+    fn spawn(program: &Path, memory_bytes: u64) -> Result<Self> {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = std::process::Command::new(program);
+        cmd.arg(WORKER_ARG)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // SAFETY: between fork and exec the closure only calls setrlimit, which is
+        // async-signal-safe, and allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || set_limits(memory_bytes));
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| Error::internal(format!("cannot start the extraction worker: {e}")))?;
+        let stdin = child.stdin.take().expect("piped stdin");
+        let stdout = std::io::BufReader::new(child.stdout.take().expect("piped stdout"));
+        let mut err_pipe = child.stderr.take().expect("piped stderr");
+        let stderr: std::sync::Arc<std::sync::Mutex<Vec<u8>>> = Default::default();
+        let tail = stderr.clone();
+        let stderr_reader = std::thread::Builder::new()
+            .name("cairn-extract-stderr".into())
+            .spawn(move || keep_tail(&mut err_pipe, &tail))
+            .map_err(|e| Error::internal(format!("cannot start a thread: {e}")))?;
+        Ok(Self {
+            child,
+            stdin,
+            stdout,
+            stderr,
+            stderr_reader: Some(stderr_reader),
+            memory_bytes,
+            files: 0,
+        })
+    }
+
+    /// Sends one file and reads its results (blocking).
+    fn exchange(&mut self, name: &str, bytes: &[u8]) -> Outcome {
+        self.files += 1;
+        let sent = write_frame(&mut self.stdin, name, bytes);
+        let reply = sent.and_then(|()| read_reply(&mut self.stdout));
+        match reply.map(|json| serde_json::from_slice::<Vec<WireResult>>(&json)) {
+            Ok(Ok(wire)) => Outcome::Done(wire),
+            Ok(Err(_)) | Err(_) => {
+                kill(self.child.id());
+                self.died()
+            }
+        }
+    }
+
+    /// Reaps a dead (or killed) worker: its status and stderr.
+    fn died(&mut self) -> Outcome {
+        let status = self
+            .child
+            .wait()
+            .unwrap_or_else(|_| std::os::unix::process::ExitStatusExt::from_raw(0));
+        if let Some(reader) = self.stderr_reader.take() {
+            let _ = reader.join();
+        }
+        let tail = self.stderr.lock().unwrap_or_else(|p| p.into_inner());
+        Outcome::Died(status, String::from_utf8_lossy(&tail).into_owned())
+    }
+
+    /// Ends a worker: its stdin closes, it exits, it is reaped (blocking).
+    fn close(mut self) {
+        drop(self.stdin);
+        if self.child.try_wait().ok().flatten().is_none() {
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while std::time::Instant::now() < deadline {
+                if self.child.try_wait().ok().flatten().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            kill(self.child.id());
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Keeps the last [`STDERR_KEEP`] bytes a worker prints, until its stderr closes.
+fn keep_tail(pipe: &mut impl Read, tail: &std::sync::Mutex<Vec<u8>>) {
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = pipe.read(&mut buf) {
+        if n == 0 {
+            return;
+        }
+        let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
+        t.extend_from_slice(&buf[..n]);
+        let over = t.len().saturating_sub(STDERR_KEEP as usize);
+        t.drain(..over);
+    }
+}
+
+/// A request: the name's length (u32 LE), the name, the file's length (u64 LE), the file.
+fn write_frame(w: &mut impl Write, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    w.write_all(&(name.len() as u32).to_le_bytes())?;
+    w.write_all(name.as_bytes())?;
+    w.write_all(&(bytes.len() as u64).to_le_bytes())?;
+    w.write_all(bytes)?;
+    w.flush()
+}
+
+/// A reply: its length (u64 LE) and the JSON results.
+fn read_reply(r: &mut impl Read) -> std::io::Result<Vec<u8>> {
+    let mut len = [0u8; 8];
+    r.read_exact(&mut len)?;
+    let mut json = vec![0u8; u64::from_le_bytes(len) as usize];
+    r.read_exact(&mut json)?;
+    Ok(json)
+}
+
+/// The next request on a worker's stdin; `None` at a clean end of input.
+fn read_request(r: &mut impl Read) -> std::io::Result<Option<(String, Vec<u8>)>> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let mut name = vec![0u8; u32::from_le_bytes(len) as usize];
+    r.read_exact(&mut name)?;
+    let mut size = [0u8; 8];
+    r.read_exact(&mut size)?;
+    let size = usize::try_from(u64::from_le_bytes(size)).map_err(std::io::Error::other)?;
+    let mut bytes = Vec::new();
+    bytes.try_reserve_exact(size)?;
+    bytes.resize(size, 0);
+    r.read_exact(&mut bytes)?;
+    let name = String::from_utf8(name).map_err(std::io::Error::other)?;
+    Ok(Some((name, bytes)))
 }
 
 /// In the child, before exec: the data limit (heap and private mappings) and no core dump.
@@ -171,20 +356,6 @@ fn set_limits(memory_bytes: u64) -> std::io::Result<()> {
     } else {
         Err(std::io::Error::last_os_error())
     }
-}
-
-/// The worker's input: the file name's length (u32, little-endian) and the name; the file's
-/// bytes follow.
-fn encode_header(name: &str) -> Vec<u8> {
-    let mut h = (name.len() as u32).to_le_bytes().to_vec();
-    h.extend_from_slice(name.as_bytes());
-    h
-}
-
-fn decode_input(input: &[u8]) -> Option<(&str, &[u8])> {
-    let len = u32::from_le_bytes(input.get(..4)?.try_into().ok()?) as usize;
-    let name = std::str::from_utf8(input.get(4..4 + len)?).ok()?;
-    Some((name, &input[4 + len..]))
 }
 
 /// Why a worker ended without a result, from its exit status and what it printed.
@@ -228,32 +399,40 @@ fn timed_out(kind: &'static str, limits: Limits) -> ExtractError {
     }
 }
 
-/// The worker: reads one file from stdin, extracts it, writes the results as JSON to stdout.
-/// Runs before anything else in `main` (no config, logging or models).
+/// The worker: reads files from stdin, one request at a time, and writes each one's results
+/// as JSON to stdout, until stdin closes. Runs before anything else in `main` (no config,
+/// logging or models).
 pub fn worker_main() -> ExitCode {
-    let mut input = Vec::new();
-    if let Err(e) = std::io::stdin().read_to_end(&mut input) {
-        // Reading grows the buffer fallibly: past the memory limit this is where it ends.
-        if e.kind() == std::io::ErrorKind::OutOfMemory {
-            eprintln!("extract worker: out of memory reading the file");
-        } else {
-            eprintln!("extract worker: cannot read the file: {e}");
-        }
-        return ExitCode::from(2);
-    }
-    let Some((name, bytes)) = decode_input(&input) else {
-        eprintln!("extract worker: malformed input");
-        return ExitCode::from(2);
-    };
-    let wire: Vec<WireResult> = extract::extract(name, bytes)
-        .into_iter()
-        .map(WireResult::from)
-        .collect();
+    let mut input = std::io::stdin().lock();
     let mut out = std::io::stdout().lock();
-    let written = serde_json::to_writer(&mut out, &wire).map_err(std::io::Error::from);
-    match written.and_then(|()| out.flush()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(_) => ExitCode::from(3),
+    loop {
+        let (name, bytes) = match read_request(&mut input) {
+            Ok(Some(request)) => request,
+            Ok(None) => return ExitCode::SUCCESS,
+            Err(e) => {
+                // Reading reserves the file's size fallibly: past the memory limit it ends here.
+                if e.kind() == std::io::ErrorKind::OutOfMemory {
+                    eprintln!("extract worker: out of memory reading the file");
+                } else {
+                    eprintln!("extract worker: cannot read the request: {e}");
+                }
+                return ExitCode::from(2);
+            }
+        };
+        let wire: Vec<WireResult> = extract::extract(&name, &bytes)
+            .into_iter()
+            .map(WireResult::from)
+            .collect();
+        drop(bytes);
+        let reply = serde_json::to_vec(&wire).map_err(std::io::Error::from);
+        let written = reply.and_then(|json| {
+            out.write_all(&(json.len() as u64).to_le_bytes())?;
+            out.write_all(&json)?;
+            out.flush()
+        });
+        if written.is_err() {
+            return ExitCode::from(3);
+        }
     }
 }
 
@@ -327,12 +506,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn header_round_trip() {
-        let mut input = encode_header("dir/ü.pdf");
-        input.extend_from_slice(b"%PDF-1.4");
-        assert_eq!(decode_input(&input), Some(("dir/ü.pdf", &b"%PDF-1.4"[..])));
-        assert_eq!(decode_input(&[1, 0]), None);
-        assert_eq!(decode_input(&[9, 0, 0, 0, b'a']), None);
+    fn requests_and_replies_round_trip_through_their_frames() {
+        let mut wire = Vec::new();
+        write_frame(&mut wire, "dir/ü.pdf", b"%PDF-1.4").unwrap();
+        write_frame(&mut wire, "b.txt", b"").unwrap();
+        let mut r = &wire[..];
+        let first = read_request(&mut r).unwrap().unwrap();
+        assert_eq!(first, ("dir/ü.pdf".to_string(), b"%PDF-1.4".to_vec()));
+        assert_eq!(
+            read_request(&mut r).unwrap(),
+            Some(("b.txt".into(), Vec::new()))
+        );
+        assert_eq!(read_request(&mut r).unwrap(), None, "a clean end of input");
+        assert!(
+            read_request(&mut &wire[..6]).is_err(),
+            "a torn request is an error"
+        );
+        let mut reply = 3u64.to_le_bytes().to_vec();
+        reply.extend_from_slice(b"[1]");
+        assert_eq!(read_reply(&mut &reply[..]).unwrap(), b"[1]");
     }
 
     #[test]

@@ -320,13 +320,14 @@ mod tests {
     }
 
     fn tier_cfg(requests_per_hour: u32, max_tracked: usize) -> AuthConfig {
-        let mut cfg = AuthConfig::default();
-        cfg.anonymous = TierLimits {
-            requests_per_hour,
-            concurrent: 4,
-        };
-        cfg.max_tracked_subjects = max_tracked;
-        cfg
+        AuthConfig {
+            anonymous: TierLimits {
+                requests_per_hour,
+                concurrent: 4,
+            },
+            max_tracked_subjects: max_tracked,
+            ..Default::default()
+        }
     }
 
     fn client(n: usize) -> Principal {

@@ -4,9 +4,9 @@
 use super::html::HtmlWalker;
 use super::*;
 
-pub(super) fn extract_md(bytes: &[u8]) -> Parsed {
-    use pulldown_cmark::{Event, Options, Parser, Tag, TagEnd};
+use pulldown_cmark::{Event, Options, Parser, Tag, TagEnd};
 
+pub(super) fn extract_md(bytes: &[u8]) -> Parsed {
     let text = decode_text(bytes, "md")?;
     let options = Options::ENABLE_TABLES
         | Options::ENABLE_STRIKETHROUGH
@@ -14,129 +14,157 @@ pub(super) fn extract_md(bytes: &[u8]) -> Parsed {
         | Options::ENABLE_FOOTNOTES
         | Options::ENABLE_YAML_STYLE_METADATA_BLOCKS
         | Options::ENABLE_PLUSES_DELIMITED_METADATA_BLOCKS;
+    let mut w = MdWalker::default();
+    for event in Parser::new_ext(&text, options) {
+        w.event(event);
+    }
+    w.flush();
+    let title = w.first_h1.or_else(|| front_matter_title(&w.metadata));
+    Ok((title, w.blocks))
+}
 
-    let mut sections = Sections::default();
-    let mut blocks: Vec<Block> = Vec::new();
-    let mut buf = String::new();
-    // Some(level, text) while inside a heading.
-    let mut heading: Option<(u8, String)> = None;
-    let mut first_h1: Option<String> = None;
-    let mut in_metadata = false;
-    let mut metadata = String::new();
-    let mut in_html_block = false;
-    let mut html = String::new();
+/// The walk's state: the blocks so far under the current heading path.
+#[derive(Default)]
+struct MdWalker {
+    sections: Sections,
+    blocks: Vec<Block>,
+    buf: String,
+    /// Some(level, text) while inside a heading.
+    heading: Option<(u8, String)>,
+    first_h1: Option<String>,
+    in_metadata: bool,
+    metadata: String,
+    in_html_block: bool,
+    html: String,
+}
 
-    fn flush(buf: &mut String, blocks: &mut Vec<Block>, sections: &Sections) {
-        if !buf.trim().is_empty() {
-            blocks.push(Block {
-                text: std::mem::take(buf),
-                page: None,
-                section: sections.path(),
-            });
+impl MdWalker {
+    /// Where text goes: the heading being read, else the current block.
+    fn sink(&mut self) -> &mut String {
+        match self.heading.as_mut() {
+            Some((_, t)) => t,
+            None => &mut self.buf,
         }
-        buf.clear();
     }
 
-    for event in Parser::new_ext(&text, options) {
-        let sink: &mut String = match heading.as_mut() {
-            Some((_, t)) => t,
-            None => &mut buf,
-        };
+    fn flush(&mut self) {
+        if !self.buf.trim().is_empty() {
+            self.blocks.push(Block {
+                text: std::mem::take(&mut self.buf),
+                page: None,
+                section: self.sections.path(),
+            });
+        }
+        self.buf.clear();
+    }
+
+    fn event(&mut self, event: Event) {
         match event {
-            Event::Start(tag) => match tag {
-                Tag::Heading { level, .. } => {
-                    flush(&mut buf, &mut blocks, &sections);
-                    heading = Some((level as u8, String::new()));
-                }
-                Tag::MetadataBlock(_) => in_metadata = true,
-                Tag::HtmlBlock => {
-                    flush(&mut buf, &mut blocks, &sections);
-                    in_html_block = true;
-                    html.clear();
-                }
-                Tag::TableCell if !sink.trim().is_empty() => sink.push_str(" | "),
-                Tag::Paragraph
-                | Tag::BlockQuote(_)
-                | Tag::CodeBlock(_)
-                | Tag::List(_)
-                | Tag::Item
-                | Tag::FootnoteDefinition(_)
-                | Tag::DefinitionList
-                | Tag::DefinitionListTitle
-                | Tag::DefinitionListDefinition
-                | Tag::Table(_)
-                | Tag::TableHead
-                | Tag::TableRow
-                    if heading.is_none() =>
-                {
-                    flush(&mut buf, &mut blocks, &sections)
-                }
-                _ => {}
-            },
-            Event::End(tag) => match tag {
-                TagEnd::Heading(_) => {
-                    if let Some((level, raw)) = heading.take() {
-                        let text = collapse_ws(&raw);
-                        if !text.is_empty() {
-                            if level == 1 && first_h1.is_none() {
-                                first_h1 = Some(text.clone());
-                            }
-                            sections.push(level, text);
-                        }
-                    }
-                }
-                TagEnd::MetadataBlock(_) => in_metadata = false,
-                TagEnd::HtmlBlock => {
-                    in_html_block = false;
-                    let fragment = scraper::Html::parse_fragment(&html);
-                    let mut walker = HtmlWalker::new(&mut sections);
-                    walker.walk(&fragment);
-                    if first_h1.is_none() {
-                        first_h1 = walker.first_h1.take();
-                    }
-                    blocks.append(&mut walker.blocks);
-                }
-                TagEnd::Paragraph
-                | TagEnd::BlockQuote(_)
-                | TagEnd::CodeBlock
-                | TagEnd::List(_)
-                | TagEnd::Item
-                | TagEnd::FootnoteDefinition
-                | TagEnd::DefinitionList
-                | TagEnd::DefinitionListTitle
-                | TagEnd::DefinitionListDefinition
-                | TagEnd::Table
-                | TagEnd::TableHead
-                | TagEnd::TableRow
-                    if heading.is_none() =>
-                {
-                    flush(&mut buf, &mut blocks, &sections)
-                }
-                _ => {}
-            },
-            Event::Text(t) => {
-                if in_metadata {
-                    metadata.push_str(&t);
-                } else {
-                    sink.push_str(&t);
-                }
+            Event::Start(tag) => self.start(tag),
+            Event::End(tag) => self.end(tag),
+            Event::Text(t) if self.in_metadata => self.metadata.push_str(&t),
+            Event::Text(t) => self.sink().push_str(&t),
+            Event::Code(t) | Event::InlineMath(t) | Event::DisplayMath(t) => {
+                self.sink().push_str(&t)
             }
-            Event::Code(t) | Event::InlineMath(t) | Event::DisplayMath(t) => sink.push_str(&t),
-            Event::Html(t) => {
-                if in_html_block {
-                    html.push_str(&t);
-                }
-            }
-            Event::SoftBreak => sink.push(' '),
-            Event::HardBreak => sink.push('\n'),
-            Event::Rule => flush(&mut buf, &mut blocks, &sections),
+            Event::Html(t) if self.in_html_block => self.html.push_str(&t),
+            Event::Html(_) => {}
+            Event::SoftBreak => self.sink().push(' '),
+            Event::HardBreak => self.sink().push('\n'),
+            Event::Rule => self.flush(),
             Event::InlineHtml(_) | Event::FootnoteReference(_) | Event::TaskListMarker(_) => {}
         }
     }
-    flush(&mut buf, &mut blocks, &sections);
 
-    let title = first_h1.or_else(|| front_matter_title(&metadata));
-    Ok((title, blocks))
+    fn start(&mut self, tag: Tag) {
+        match tag {
+            Tag::Heading { level, .. } => {
+                self.flush();
+                self.heading = Some((level as u8, String::new()));
+            }
+            Tag::MetadataBlock(_) => self.in_metadata = true,
+            Tag::HtmlBlock => {
+                self.flush();
+                self.in_html_block = true;
+                self.html.clear();
+            }
+            Tag::TableCell => {
+                let sink = self.sink();
+                if !sink.trim().is_empty() {
+                    sink.push_str(" | ");
+                }
+            }
+            Tag::Paragraph
+            | Tag::BlockQuote(_)
+            | Tag::CodeBlock(_)
+            | Tag::List(_)
+            | Tag::Item
+            | Tag::FootnoteDefinition(_)
+            | Tag::DefinitionList
+            | Tag::DefinitionListTitle
+            | Tag::DefinitionListDefinition
+            | Tag::Table(_)
+            | Tag::TableHead
+            | Tag::TableRow
+                if self.heading.is_none() =>
+            {
+                self.flush()
+            }
+            _ => {}
+        }
+    }
+
+    fn end(&mut self, tag: TagEnd) {
+        match tag {
+            TagEnd::Heading(_) => self.end_heading(),
+            TagEnd::MetadataBlock(_) => self.in_metadata = false,
+            TagEnd::HtmlBlock => self.end_html_block(),
+            TagEnd::Paragraph
+            | TagEnd::BlockQuote(_)
+            | TagEnd::CodeBlock
+            | TagEnd::List(_)
+            | TagEnd::Item
+            | TagEnd::FootnoteDefinition
+            | TagEnd::DefinitionList
+            | TagEnd::DefinitionListTitle
+            | TagEnd::DefinitionListDefinition
+            | TagEnd::Table
+            | TagEnd::TableHead
+            | TagEnd::TableRow
+                if self.heading.is_none() =>
+            {
+                self.flush()
+            }
+            _ => {}
+        }
+    }
+
+    fn end_heading(&mut self) {
+        if let Some((level, raw)) = self.heading.take() {
+            let text = collapse_ws(&raw);
+            if !text.is_empty() {
+                if level == 1 && self.first_h1.is_none() {
+                    self.first_h1 = Some(text.clone());
+                }
+                self.sections.push(level, text);
+            }
+        }
+    }
+
+    /// An HTML block is read like an HTML file, under the current heading path.
+    fn end_html_block(&mut self) {
+        self.in_html_block = false;
+        let fragment = scraper::Html::parse_fragment(&self.html);
+        let (h1, mut blocks) = {
+            let mut walker = HtmlWalker::new(&mut self.sections);
+            walker.walk(&fragment);
+            (walker.first_h1.take(), std::mem::take(&mut walker.blocks))
+        };
+        if self.first_h1.is_none() {
+            self.first_h1 = h1;
+        }
+        self.blocks.append(&mut blocks);
+    }
 }
 
 /// `title: ...` (YAML) or `title = "..."` (TOML) from a front matter block.

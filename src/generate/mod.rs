@@ -123,7 +123,7 @@ async fn load_llama(cfg: &GeneratorConfig) -> Result<Option<Arc<dyn Generator>>>
 #[cfg(not(feature = "llama"))]
 async fn load_llama(_: &GeneratorConfig) -> Result<Option<Arc<dyn Generator>>> {
     Err(Error::Unavailable {
-        code: Code::GeneratorUnavailable,
+        code: crate::error::Code::GeneratorUnavailable,
         message: "this cairn binary was built without the `llama` feature; rebuild with \
                   `cargo build --release --features llama`, or use `--generator openai`"
             .into(),

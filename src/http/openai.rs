@@ -351,24 +351,51 @@ pub async fn chat_completions(
     let req: ChatRequest = serde_json::from_slice(&body?)
         .map_err(|e| OpenAiError::invalid("messages", format!("invalid request body: {e}")))?;
     let cairn = st.cairn.clone();
-    let Some(gen) = cairn.generator.clone() else {
-        return Err(model_not_found(format!(
-            "model `{}` does not exist: this server has no generator (start it with --generator llama or --generator openai)",
-            req.model
-        )));
+    // `none` (retrieval only) is no model to chat with.
+    let gen = match cairn.pick_generator(Some(&req.model)) {
+        Ok(Some(gen)) => gen,
+        Ok(None) | Err(_) => {
+            let serving = match &cairn.generator {
+                Some(g) => format!("this server answers as `{}`", g.model()),
+                None => "this server has no generator (start it with --generator llama or \
+                         --generator openai)"
+                    .into(),
+            };
+            return Err(model_not_found(format!(
+                "model `{}` does not exist; {serving}",
+                req.model
+            )));
+        }
     };
-    if req.model != gen.model() && req.model != gen.backend().as_str() {
-        return Err(model_not_found(format!(
-            "model `{}` does not exist; this server answers as `{}`",
-            req.model,
-            gen.model()
-        )));
-    }
     if req.n.is_some_and(|n| n != 1) {
         return Err(OpenAiError::invalid("n", "only n = 1 is supported"));
     }
-    let mut messages = Vec::with_capacity(req.messages.len());
-    for m in req.messages {
+    let stream = req.stream || super::query::wants_sse(&headers, false);
+    let include_usage = req.stream_options.unwrap_or_default().include_usage;
+    let (mut query, history) = chat_query(req.messages)?;
+    query.options.max_tokens = req.max_completion_tokens.or(req.max_tokens);
+    query.options.temperature = req.temperature;
+    query.options.generator = Some(gen.backend().as_str().to_string());
+    let head = ChunkHead {
+        id: format!("chatcmpl-{}", uuid::Uuid::now_v7().simple()),
+        created: chrono::Utc::now().timestamp(),
+        model: gen.model().to_string(),
+    };
+    if !stream {
+        let r = cairn.answer(query, history).await?;
+        return Ok(Json(completion(&head, r)).into_response());
+    }
+    let answer = cairn.answer_stream(query, history).await?;
+    let events = chunk_events(answer, head, include_usage);
+    let keepalive = Duration::from_secs(st.cairn.config.answer.keepalive_s.max(1));
+    Ok(super::query::sse(events, keepalive))
+}
+
+/// The question (the last message, a user's) and the history before it. The client's own
+/// system prompts give way to Cairn's, which carries the citation instructions.
+fn chat_query(messages: Vec<InMessage>) -> Result<(QueryRequest, Vec<ChatMessage>), OpenAiError> {
+    let mut turns = Vec::with_capacity(messages.len());
+    for m in messages {
         if !matches!(
             m.role.as_str(),
             "system" | "developer" | "user" | "assistant"
@@ -381,75 +408,86 @@ pub async fn chat_completions(
                 ),
             ));
         }
-        messages.push(ChatMessage::new(&m.role, text_of(m.content)?));
+        turns.push(ChatMessage::new(&m.role, text_of(m.content)?));
     }
-    let Some(last) = messages.pop().filter(|m| m.role == "user") else {
+    let Some(last) = turns.pop().filter(|m| m.role == "user") else {
         return Err(OpenAiError::invalid(
             "messages",
             "the last message must be from the user",
         ));
     };
-    // Earlier turns are history; the client's own system prompts give way to Cairn's, which
-    // carries the citation instructions.
-    let history: Vec<ChatMessage> = messages
+    let history: Vec<ChatMessage> = turns
         .into_iter()
         .filter(|m| m.role == "user" || m.role == "assistant")
         .collect();
-    let mut query = QueryRequest::new(last.content);
-    query.options.max_tokens = req.max_completion_tokens.or(req.max_tokens);
-    query.options.temperature = req.temperature;
-    query.options.generator = Some(gen.backend().as_str().to_string());
-    let id = format!("chatcmpl-{}", uuid::Uuid::now_v7().simple());
-    let created = chrono::Utc::now().timestamp();
-    let model = gen.model().to_string();
-    if !(req.stream || super::query::wants_sse(&headers, false)) {
-        let r = cairn.answer(query, history).await?;
-        let usage = r.usage;
-        return Ok(Json(json!({
-            "id": id,
-            "object": "chat.completion",
-            "created": created,
-            "model": model,
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": r.answer.unwrap_or_default()},
-                "logprobs": null,
-                "finish_reason": finish_reason(&r.finish_reason),
-            }],
-            "usage": {
-                "prompt_tokens": usage.prompt_tokens,
-                "completion_tokens": usage.completion_tokens,
-                "total_tokens": usage.prompt_tokens + usage.completion_tokens,
-            },
-            "citations": r.citations,
-        }))
-        .into_response());
-    }
-    let include_usage = req.stream_options.unwrap_or_default().include_usage;
-    let stream = cairn.answer_stream(query, history).await?;
-    let chunk = move |delta: Value, finish: Option<&str>| {
+    Ok((QueryRequest::new(last.content), history))
+}
+
+/// What every response object of one completion repeats.
+#[derive(Clone)]
+struct ChunkHead {
+    id: String,
+    created: i64,
+    model: String,
+}
+
+impl ChunkHead {
+    fn chunk(&self, delta: Value, finish: Option<&str>) -> Value {
         json!({
-            "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+            "id": self.id, "object": "chat.completion.chunk", "created": self.created,
+            "model": self.model,
             "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
         })
-    };
+    }
+}
+
+fn usage_json(u: &crate::answer::QueryUsage) -> Value {
+    json!({
+        "prompt_tokens": u.prompt_tokens,
+        "completion_tokens": u.completion_tokens,
+        "total_tokens": u.prompt_tokens + u.completion_tokens,
+    })
+}
+
+/// A whole answer as an OpenAI `chat.completion`.
+fn completion(head: &ChunkHead, r: crate::answer::QueryResponse) -> Value {
+    json!({
+        "id": head.id,
+        "object": "chat.completion",
+        "created": head.created,
+        "model": head.model,
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": r.answer.unwrap_or_default()},
+            "logprobs": null,
+            "finish_reason": finish_reason(&r.finish_reason),
+        }],
+        "usage": usage_json(&r.usage),
+        "citations": r.citations,
+    })
+}
+
+/// A streamed answer as OpenAI `chat.completion.chunk` events, ending with `[DONE]`.
+fn chunk_events(
+    answer: impl futures::Stream<Item = AnswerEvent> + Send + 'static,
+    head: ChunkHead,
+    include_usage: bool,
+) -> impl futures::Stream<Item = Event> + Send + 'static {
     let span = tracing::Span::current();
-    let events = stream.flat_map(move |ev| {
+    answer.flat_map(move |ev| {
         let last = matches!(ev, AnswerEvent::Done(_) | AnswerEvent::Error(_));
         let out: Vec<Value> = match ev {
-            AnswerEvent::Sources(_) => vec![chunk(json!({"role": "assistant", "content": ""}), None)],
-            AnswerEvent::Token(t) => vec![chunk(json!({"content": t}), None)],
+            AnswerEvent::Sources(_) => {
+                vec![head.chunk(json!({"role": "assistant", "content": ""}), None)]
+            }
+            AnswerEvent::Token(t) => vec![head.chunk(json!({"content": t}), None)],
             AnswerEvent::Citation(_) => Vec::new(),
             AnswerEvent::Done(d) => {
-                let mut v = vec![chunk(json!({}), Some(finish_reason(&d.finish_reason)))];
+                let mut v = vec![head.chunk(json!({}), Some(finish_reason(&d.finish_reason)))];
                 if include_usage {
-                    let mut u = chunk(json!({}), None);
+                    let mut u = head.chunk(json!({}), None);
                     u["choices"] = json!([]);
-                    u["usage"] = json!({
-                        "prompt_tokens": d.usage.prompt_tokens,
-                        "completion_tokens": d.usage.completion_tokens,
-                        "total_tokens": d.usage.prompt_tokens + d.usage.completion_tokens,
-                    });
+                    u["usage"] = usage_json(&d.usage);
                     v.push(u);
                 }
                 v
@@ -467,7 +505,5 @@ pub async fn chat_completions(
             evs.push(Event::default().data("[DONE]"));
         }
         futures::stream::iter(evs)
-    });
-    let keepalive = Duration::from_secs(st.cairn.config.answer.keepalive_s.max(1));
-    Ok(super::query::sse(events, keepalive))
+    })
 }

@@ -22,6 +22,12 @@ struct Prepared {
     size_bytes: u64,
 }
 
+/// One source of a file: ready to write, or the report of why not.
+enum FileSource {
+    Ready(Prepared),
+    Failed(IngestReport),
+}
+
 /// `cairn_ingest_queue_depth`: sources parsed and waiting to be embedded and written.
 struct QueueDepth(f64);
 
@@ -73,8 +79,8 @@ impl Cairn {
             for file in files {
                 for doc in self.extract_file(file).await? {
                     match doc {
-                        Ok(p) => pending.push(p),
-                        Err(rep) => {
+                        FileSource::Ready(p) => pending.push(p),
+                        FileSource::Failed(rep) => {
                             progress(&rep);
                             reports.push(rep);
                         }
@@ -95,10 +101,7 @@ impl Cairn {
     /// One file's sources, extracted in the sandbox (`crate::sandbox`) and prepared, or the
     /// report of each one that failed. A JSONL file gives one result per non-blank line, in
     /// order: their line numbers label the records (and identify those without an `id`).
-    async fn extract_file(
-        &self,
-        file: IngestFile,
-    ) -> Result<Vec<std::result::Result<Prepared, IngestReport>>> {
+    async fn extract_file(&self, file: IngestFile) -> Result<Vec<FileSource>> {
         let name = file.name.clone();
         let size = file.bytes.len() as u64;
         let jsonl = extract::FileType::from_name(&name) == Some(extract::FileType::Jsonl);
@@ -122,15 +125,17 @@ impl Cairn {
                 let external_id = doc.external_id.clone().unwrap_or_else(|| label.clone());
                 // A record's size is its own text, not the whole file's.
                 let size = if jsonl { text_bytes(&doc) } else { size };
-                self.prepare(label.clone(), doc, external_id, size)
-                    .map_err(|e| IngestReport::failed(&label, &e))
+                match self.prepare(label.clone(), doc, external_id, size) {
+                    Ok(p) => FileSource::Ready(p),
+                    Err(e) => FileSource::Failed(IngestReport::failed(&label, &e)),
+                }
             }
             Err(e) => {
                 let label = match &e {
                     extract::ExtractError::BadRecord { line, .. } => format!("{name}#L{line}"),
                     _ => label_of(i),
                 };
-                Err(IngestReport::failed(&label, &Error::from(e)))
+                FileSource::Failed(IngestReport::failed(&label, &Error::from(e)))
             }
         });
         Ok(out.collect())
