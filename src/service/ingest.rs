@@ -77,18 +77,9 @@ impl Cairn {
             let mut reports = Vec::new();
             let mut pending: Vec<Prepared> = Vec::new();
             for file in files {
-                for doc in self.extract_file(file).await? {
-                    match doc {
-                        FileSource::Ready(p) => pending.push(p),
-                        FileSource::Failed(rep) => {
-                            progress(&rep);
-                            reports.push(rep);
-                        }
-                    }
-                    if pending.len() >= self.config.ingest.batch_sources {
-                        let batch = std::mem::take(&mut pending);
-                        self.write_batch(batch, &mut reports, progress).await?;
-                    }
+                for source in self.extract_file(file).await? {
+                    self.queue(source, &mut pending, &mut reports, progress)
+                        .await?;
                 }
             }
             self.write_batch(pending, &mut reports, progress).await?;
@@ -152,21 +143,38 @@ impl Cairn {
         for (label, doc) in docs {
             let external_id = doc.external_id.clone().unwrap_or_else(|| label.clone());
             let size = text_bytes(&doc);
-            match self.prepare(label.clone(), doc, external_id, size) {
-                Ok(p) => pending.push(p),
-                Err(e) => {
-                    let rep = IngestReport::failed(&label, &e);
-                    progress(&rep);
-                    reports.push(rep);
-                }
-            }
-            if pending.len() >= self.config.ingest.batch_sources {
-                let batch = std::mem::take(&mut pending);
-                self.write_batch(batch, &mut reports, progress).await?;
-            }
+            let source = match self.prepare(label.clone(), doc, external_id, size) {
+                Ok(p) => FileSource::Ready(p),
+                Err(e) => FileSource::Failed(IngestReport::failed(&label, &e)),
+            };
+            self.queue(source, &mut pending, &mut reports, progress)
+                .await?;
         }
         self.write_batch(pending, &mut reports, progress).await?;
         Ok(reports)
+    }
+
+    /// Queues a prepared source (or reports a failed one), writing a batch once
+    /// `ingest.batch_sources` are waiting.
+    async fn queue(
+        &self,
+        source: FileSource,
+        pending: &mut Vec<Prepared>,
+        reports: &mut Vec<IngestReport>,
+        progress: &(dyn Fn(&IngestReport) + Sync),
+    ) -> Result<()> {
+        match source {
+            FileSource::Ready(p) => pending.push(p),
+            FileSource::Failed(rep) => {
+                progress(&rep);
+                reports.push(rep);
+            }
+        }
+        if pending.len() >= self.config.ingest.batch_sources {
+            let batch = std::mem::take(pending);
+            self.write_batch(batch, reports, progress).await?;
+        }
+        Ok(())
     }
 
     fn prepare(
