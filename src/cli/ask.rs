@@ -8,6 +8,7 @@ use cairn::error::Error;
 use cairn::service::Cairn;
 
 use super::args::{AskArgs, RemoteArgs};
+use super::out;
 
 /// `cairn ask`: on the data dir, or against `--server`.
 pub async fn ask(config: Config, a: AskArgs) -> Result<ExitCode, Error> {
@@ -68,17 +69,6 @@ impl AskPrinter {
             }
         }
         Ok(())
-    }
-}
-
-/// Writes and flushes stdout; a closed pipe (`cairn ask ... | head`) ends the command quietly.
-fn out(s: &str) -> Result<(), Error> {
-    use std::io::Write;
-    let mut o = std::io::stdout().lock();
-    match o.write_all(s.as_bytes()).and_then(|_| o.flush()) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
-        Err(e) => Err(e.into()),
     }
 }
 

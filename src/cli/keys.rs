@@ -32,9 +32,9 @@ pub fn keys(config: &Config, cmd: KeysCmd) -> Result<ExitCode, Error> {
                 expires_in_days.map(|d| chrono::Utc::now().timestamp() + i64::from(d) * 86_400);
             let k = store.create(&name, &tier, scopes, expires_at)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&k)?);
+                say!("{}", serde_json::to_string_pretty(&k)?);
             } else {
-                println!("{}", k.key);
+                say!("{}", k.key);
                 eprintln!(
                     "key {} ({}, tier {}): shown once, store it now",
                     k.info.id, k.info.name, k.info.tier
@@ -44,11 +44,11 @@ pub fn keys(config: &Config, cmd: KeysCmd) -> Result<ExitCode, Error> {
         KeysCmd::List { json } => {
             let keys = store.list()?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&keys)?);
+                say!("{}", serde_json::to_string_pretty(&keys)?);
             } else {
                 for k in &keys {
                     let scopes: Vec<&str> = k.scopes.iter().map(|s| s.as_str()).collect();
-                    println!(
+                    say!(
                         "{}  {:<20} {:<9} {}",
                         k.id,
                         k.name,
@@ -56,12 +56,12 @@ pub fn keys(config: &Config, cmd: KeysCmd) -> Result<ExitCode, Error> {
                         scopes.join(",")
                     );
                 }
-                println!("{} keys", keys.len());
+                say!("{} keys", keys.len());
             }
         }
         KeysCmd::Revoke { id } => {
             store.revoke(&id)?;
-            println!("revoked {id}");
+            say!("revoked {id}");
         }
     }
     Ok(ExitCode::SUCCESS)

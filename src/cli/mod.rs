@@ -7,6 +7,14 @@
 //! - `read`: search, sources, stats, concepts, graph, delete;
 //! - `ops`: check/repair, eval, bench.
 
+/// `println!` for commands that return `Result<_, Error>`: one write, and a closed pipe
+/// (`cairn search --json | grep -q x`, `| head`) ends the command quietly instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::cli::out(&format!("{}\n", format_args!($($arg)*)))?
+    };
+}
+
 pub mod args;
 mod ask;
 mod ingest;
@@ -22,6 +30,18 @@ use cairn::error::Error;
 
 use args::{Cli, Cmd};
 
+/// Writes and flushes stdout; a closed pipe ends the command quietly (exit 0: the reader has
+/// what it wanted).
+pub fn out(s: &str) -> Result<(), Error> {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    match o.write_all(s.as_bytes()).and_then(|_| o.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Runs one command.
 pub async fn run(cli: Cli, config: Config) -> Result<ExitCode, Error> {
     let reuse = cli.data_dir.is_some();
@@ -30,7 +50,7 @@ pub async fn run(cli: Cli, config: Config) -> Result<ExitCode, Error> {
         Cmd::Keys { cmd } => keys::keys(&config, cmd),
         Cmd::Openapi => {
             let spec = cairn::http::openapi_spec();
-            println!("{}", cairn::http::openapi::document(&spec));
+            say!("{}", cairn::http::openapi::document(&spec));
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Ask(a) => ask::ask(config, a).await,

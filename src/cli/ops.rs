@@ -23,7 +23,7 @@ pub async fn check(config: Config, repair: bool, json: bool) -> Result<ExitCode,
         None
     };
     if json {
-        println!(
+        say!(
             "{}",
             serde_json::json!({
                 "consistent": report.is_consistent(),
@@ -34,47 +34,50 @@ pub async fn check(config: Config, repair: bool, json: bool) -> Result<ExitCode,
             })
         );
     } else {
-        println!(
+        say!(
             "sources {}, chunks: vector {}, keyword {}",
-            report.sources, report.chunks_vector, report.chunks_keyword
+            report.sources,
+            report.chunks_vector,
+            report.chunks_keyword
         );
-        let show = |name: &str, v: &Vec<String>| {
+        let show = |name: &str, v: &Vec<String>| -> Result<(), Error> {
             if !v.is_empty() {
                 let head: Vec<&String> = v.iter().take(10).collect();
-                println!(
+                say!(
                     "{name}: {} {:?}{}",
                     v.len(),
                     head,
                     if v.len() > 10 { " …" } else { "" }
                 );
             }
+            Ok(())
         };
-        show("orphan vector chunks", &report.orphan_vector_chunks);
-        show("orphan keyword chunks", &report.orphan_keyword_chunks);
+        show("orphan vector chunks", &report.orphan_vector_chunks)?;
+        show("orphan keyword chunks", &report.orphan_keyword_chunks)?;
         show(
             "chunks missing from keyword index",
             &report.missing_keyword_chunks,
-        );
-        show("duplicate chunk ids", &report.duplicate_chunks);
-        show("half-written sources", &report.half_written_sources);
-        show("concepts with no mention", &report.orphan_concepts);
+        )?;
+        show("duplicate chunk ids", &report.duplicate_chunks)?;
+        show("half-written sources", &report.half_written_sources)?;
+        show("concepts with no mention", &report.orphan_concepts)?;
         if report.orphan_mentions > 0 {
-            println!("mentions of uncommitted chunks: {}", report.orphan_mentions);
+            say!("mentions of uncommitted chunks: {}", report.orphan_mentions);
         }
         if report.dangling_mentions > 0 {
-            println!(
+            say!(
                 "mentions of concepts without a row: {}",
                 report.dangling_mentions
             );
         }
         if report.pending_journal > 0 {
-            println!("interrupted writes pending: {}", report.pending_journal);
+            say!("interrupted writes pending: {}", report.pending_journal);
         }
         if report.is_consistent() {
-            println!("consistent");
+            say!("consistent");
         } else if let Some(a) = &after {
-            show("removed half-written sources (re-ingest them)", &removed);
-            println!(
+            show("removed half-written sources (re-ingest them)", &removed)?;
+            say!(
                 "{}",
                 if a.is_consistent() {
                     "repaired: consistent now"
@@ -83,7 +86,7 @@ pub async fn check(config: Config, repair: bool, json: bool) -> Result<ExitCode,
                 }
             );
         } else {
-            println!("inconsistent: run `cairn check --repair`");
+            say!("inconsistent: run `cairn check --repair`");
         }
     }
     let ok = after
@@ -175,9 +178,9 @@ pub async fn eval(config: Config, reuse: bool, a: EvalArgs) -> Result<ExitCode, 
         let r = cairn::eval::run(&cairn, dataset, split, &o, out).await?;
         results.push(r.clone());
         if json {
-            println!("{}", serde_json::to_string(&r)?);
+            say!("{}", serde_json::to_string(&r)?);
         } else {
-            println!(
+            say!(
                 "{:<8} queries {}  nDCG@10 {:.4}  R@10 {:.4}  R@100 {:.4}  MRR@10 {:.4}  latency p50 {:.1} ms p95 {:.1} ms",
                 o.label(),
                 r.queries,
@@ -248,12 +251,16 @@ pub async fn bench(config: Config, reuse: bool, a: BenchArgs) -> Result<ExitCode
         let rounds = a.limit.unwrap_or(20);
         let r = cairn::bench::extract(&a.dataset, rounds, config.ingest.extract_limits()).await?;
         if a.json {
-            println!("{}", serde_json::to_string(&r)?);
+            say!("{}", serde_json::to_string(&r)?);
         } else {
-            println!(
+            say!(
                 "{} files x {} rounds: in-process p50 {:.3} ms, sandboxed p50 {:.2} ms, \
                  overhead p50 {:.2} ms a file",
-                r.files, r.rounds, r.in_process_ms_p50, r.sandbox_ms_p50, r.overhead_ms_p50
+                r.files,
+                r.rounds,
+                r.in_process_ms_p50,
+                r.sandbox_ms_p50,
+                r.overhead_ms_p50
             );
         }
         return Ok(ExitCode::SUCCESS);
@@ -261,9 +268,9 @@ pub async fn bench(config: Config, reuse: bool, a: BenchArgs) -> Result<ExitCode
     if a.what == "embed" {
         let r = cairn::bench::embed(config, &a.dataset).await?;
         if a.json {
-            println!("{}", serde_json::to_string(&r)?);
+            say!("{}", serde_json::to_string(&r)?);
         } else {
-            println!(
+            say!(
                 "{} queries embedded one by one in {:.1} s: {:.1} queries/s, p50 {:.2} ms; \
                  in groups of {} split by the query batcher's plan: {:.1} queries/s",
                 r.queries,
@@ -284,9 +291,9 @@ pub async fn bench(config: Config, reuse: bool, a: BenchArgs) -> Result<ExitCode
     let docs = cairn::bench::corpus(&a.dataset, a.limit)?;
     let r = cairn::bench::ingest(config, docs).await?;
     if a.json {
-        println!("{}", serde_json::to_string(&r)?);
+        say!("{}", serde_json::to_string(&r)?);
     } else {
-        println!(
+        say!(
             "{} docs, {} chunks (batch {}): onnx {:.1} s ({:.1} chunks/s), tokenize {:.2} s, pipeline {:.1} s ({:.1} chunks/s, {:.1} docs/s), pipeline/onnx {:.3}",
             r.docs, r.chunks, r.batch_size, r.onnx_s, r.onnx_chunks_per_s, r.tokenize_s, r.pipeline_s,
             r.pipeline_chunks_per_s, r.pipeline_docs_per_s, r.overhead_ratio
@@ -298,9 +305,9 @@ pub async fn bench(config: Config, reuse: bool, a: BenchArgs) -> Result<ExitCode
 async fn bench_query(config: Config, a: BenchArgs) -> Result<ExitCode, Error> {
     let r = cairn::bench::query(config, &a.dataset, a.limit, a.questions, a.max_tokens).await?;
     if a.json {
-        println!("{}", serde_json::to_string(&r)?);
+        say!("{}", serde_json::to_string(&r)?);
     } else {
-        println!(
+        say!(
             "{} questions over {} docs ({} without relevant context) with {}, max_tokens {}:\n  search p50 {:.1} ms; ttft p50 {:.1} ms, generator's own ttft p50 {:.1} ms\n  overhead (ttft - generator ttft) p50 {:.1} ms = {:.2}x search (median ratio); prompt p50 {:.0} tokens; decode p50 {:.1} tokens/s",
             r.questions, r.docs, r.no_context, r.generator, r.max_tokens,
             r.search_ms_p50, r.ttft_ms_p50, r.generator_ttft_ms_p50,

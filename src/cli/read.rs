@@ -44,11 +44,11 @@ pub async fn search(config: Config, a: SearchArgs) -> Result<ExitCode, Error> {
     };
     let resp = cairn.search(req).await?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&resp)?);
+        say!("{}", serde_json::to_string_pretty(&resp)?);
         return Ok(ExitCode::SUCCESS);
     }
     if resp.results.is_empty() {
-        println!("no results");
+        say!("no results");
     }
     for (i, h) in resp.results.iter().enumerate() {
         let mut loc = String::new();
@@ -58,7 +58,7 @@ pub async fn search(config: Config, a: SearchArgs) -> Result<ExitCode, Error> {
         if let Some(s) = &h.section {
             loc.push_str(&format!(" § {s}"));
         }
-        println!(
+        say!(
             "{:>2}. [{:.4}] {}{}  ({})",
             i + 1,
             h.score,
@@ -66,22 +66,25 @@ pub async fn search(config: Config, a: SearchArgs) -> Result<ExitCode, Error> {
             loc,
             h.external_id
         );
-        println!("    {}", plain_snippet(&h.snippet));
+        say!("    {}", plain_snippet(&h.snippet));
         if let Some(e) = &h.scores {
-            println!(
+            say!(
                 "    bm25 {:?} (rank {:?}), vector distance {:?} (rank {:?})",
-                e.bm25, e.bm25_rank, e.vector_distance, e.vector_rank
+                e.bm25,
+                e.bm25_rank,
+                e.vector_distance,
+                e.vector_rank
             );
         }
     }
-    println!("{} results in {:.1} ms", resp.results.len(), resp.took_ms);
+    say!("{} results in {:.1} ms", resp.results.len(), resp.took_ms);
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn concepts(config: Config, query: &str, limit: usize) -> Result<ExitCode, Error> {
     let cairn = Cairn::open_with(config, false).await?;
     let found = cairn.concepts(query, limit).await?;
-    println!("{}", serde_json::to_string_pretty(&found)?);
+    say!("{}", serde_json::to_string_pretty(&found)?);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -90,7 +93,7 @@ pub async fn graph(config: Config, a: GraphArgs) -> Result<ExitCode, Error> {
     let n = cairn
         .graph(&a.concept, a.depth, a.limit, a.min_weight)
         .await?;
-    println!("{}", serde_json::to_string_pretty(&n)?);
+    say!("{}", serde_json::to_string_pretty(&n)?);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -107,16 +110,20 @@ pub async fn sources(config: Config, json: bool) -> Result<ExitCode, Error> {
         }
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&all)?);
+        say!("{}", serde_json::to_string_pretty(&all)?);
         return Ok(ExitCode::SUCCESS);
     }
     for s in &all {
-        println!(
+        say!(
             "{}  {:>4} chunks  {:<5} {}  ({})",
-            s.id, s.chunk_count, s.file_type, s.title, s.external_id
+            s.id,
+            s.chunk_count,
+            s.file_type,
+            s.title,
+            s.external_id
         );
     }
-    println!("{} sources", all.len());
+    say!("{} sources", all.len());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -124,7 +131,7 @@ pub async fn delete(config: Config, source: &str) -> Result<ExitCode, Error> {
     let cairn = Cairn::open(config).await?;
     let found = cairn.resolve_source(source).await?;
     cairn.delete_source(&found.id).await?;
-    println!("deleted {} ({})", found.id, found.external_id);
+    say!("deleted {} ({})", found.id, found.external_id);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -132,21 +139,23 @@ pub async fn stats(config: Config, json: bool) -> Result<ExitCode, Error> {
     let cairn = Cairn::open_with(config, false).await?;
     let s = cairn.stats().await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
+        say!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("sources          {}", s.sources);
-    println!("chunks (vector)  {}", s.chunks_vector);
-    println!("chunks (keyword) {}", s.chunks_keyword);
-    println!("vector bytes     {}", s.index_bytes.vector);
-    println!("keyword bytes    {}", s.index_bytes.keyword);
-    println!(
+    say!("sources          {}", s.sources);
+    say!("chunks (vector)  {}", s.chunks_vector);
+    say!("chunks (keyword) {}", s.chunks_keyword);
+    say!("vector bytes     {}", s.index_bytes.vector);
+    say!("keyword bytes    {}", s.index_bytes.keyword);
+    say!(
         "embedding model  {} ({} dims)",
-        s.embedding_model, s.embedding_dim
+        s.embedding_model,
+        s.embedding_dim
     );
-    println!(
+    say!(
         "vector index     {} (ann from {} chunks)",
-        s.ann_index.state, s.ann_index.min_rows
+        s.ann_index.state,
+        s.ann_index.min_rows
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -567,3 +567,27 @@ async fn keys_are_created_listed_and_revoked_from_the_cli() {
     let (_, list) = run_json(cairn_cmd(&data).args(["keys", "list", "--json"]));
     assert_eq!(list, serde_json::json!([]));
 }
+
+/// `cairn search --json | grep -q x` closes the pipe early: the command ends quietly with 0
+/// (it panicked with "failed printing to stdout: Broken pipe" and exited 101).
+#[tokio::test]
+async fn output_into_a_closed_pipe_ends_quietly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (docs, data) = (tmp.path().join("docs"), tmp.path().join("data"));
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::write(docs.join("a.txt"), "Broken pipes are a reader's choice.").unwrap();
+    let (code, _) = run_json(cairn_cmd(&data).args(["ingest", "--json"]).arg(&docs));
+    assert_eq!(code, 0);
+    let mut child = cairn_cmd(&data)
+        .args(["search", "broken pipes", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader is gone before the command has anything to write.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
