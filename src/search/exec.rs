@@ -75,7 +75,7 @@ impl Cairn {
         let mut found = self.retrieve(&plan, filters).await?;
         let fusion_started = Instant::now();
         let fusion_span = tracing::info_span!("fusion").entered();
-        let lists = hit_lists(&plan, &found);
+        let lists = hit_lists(&plan, &mut found);
         let Fused {
             mut ranked,
             mut explain,
@@ -441,8 +441,9 @@ impl Cairn {
     }
 }
 
-/// The retrievers' hits as fusion's lists (the phrase list only when it has a weight).
-fn hit_lists(plan: &Plan, found: &Retrieved) -> HitLists {
+/// The retrievers' hits as fusion's lists (the phrase list only when it has a weight); the
+/// vector and graph lists move over, the keyword hits stay for their rows.
+fn hit_lists(plan: &Plan, found: &mut Retrieved) -> HitLists {
     let phrase = if plan.weights.phrase > 0.0 {
         phrase_list(&plan.query, found.keyword.iter().map(|h| &h.chunk))
     } else {
@@ -454,8 +455,8 @@ fn hit_lists(plan: &Plan, found: &Retrieved) -> HitLists {
             .iter()
             .map(|h| (h.chunk.chunk_id.clone(), h.score))
             .collect(),
-        vector: found.vector.clone(),
-        graph: found.graph.clone(),
+        vector: std::mem::take(&mut found.vector),
+        graph: std::mem::take(&mut found.graph),
         phrase,
     }
 }

@@ -184,7 +184,9 @@ impl Cairn {
         external_id: String,
         size_bytes: u64,
     ) -> Result<Prepared> {
-        check_caps(&external_id, &doc)?;
+        // Serialised once: its size is capped and its text is hashed.
+        let metadata = serde_json::Value::Object(doc.metadata.clone()).to_string();
+        check_caps(&external_id, &metadata)?;
         let mut h = Sha256::new();
         h.update(self.pipeline_signature());
         h.update([0]);
@@ -197,7 +199,7 @@ impl Cairn {
             h.update(b.page.unwrap_or(0).to_le_bytes());
             h.update(b.section.join("\u{1f}").as_bytes());
         }
-        h.update(serde_json::Value::Object(doc.metadata.clone()).to_string());
+        h.update(metadata);
         let content_hash = hex::encode(&h.finalize()[..16]);
         Ok(Prepared {
             file,
@@ -577,16 +579,14 @@ pub const MAX_EXTERNAL_ID_CHARS: usize = 1024;
 pub const MAX_METADATA_BYTES: usize = 64 * 1024;
 
 /// Refuses a source whose id or metadata would bloat every listing that returns it.
-fn check_caps(external_id: &str, doc: &ExtractedDoc) -> Result<()> {
+fn check_caps(external_id: &str, metadata_json: &str) -> Result<()> {
     let chars = external_id.chars().count();
     if chars > MAX_EXTERNAL_ID_CHARS {
         return Err(Error::InvalidInput(format!(
             "the source's name or id is {chars} characters long; at most {MAX_EXTERNAL_ID_CHARS}"
         )));
     }
-    let meta = serde_json::Value::Object(doc.metadata.clone())
-        .to_string()
-        .len();
+    let meta = metadata_json.len();
     if meta > MAX_METADATA_BYTES {
         return Err(Error::InvalidInput(format!(
             "the source's metadata is {meta} bytes as JSON; at most {MAX_METADATA_BYTES}"
