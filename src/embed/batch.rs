@@ -317,11 +317,11 @@ mod tests {
         QueryBatcher::start(vec![call], 16).unwrap()
     }
 
-    /// Waits (no sleeps) until `n` queries have been queued or taken.
-    fn until_queued(b: &QueryBatcher, n: usize) -> Counts {
+    /// Waits (no sleeps) until `done` holds for the batcher's counts, and returns them.
+    fn until(b: &QueryBatcher, done: impl Fn(&Counts) -> bool) -> Counts {
         loop {
             let c = b.counts();
-            if c.waiting + c.taken >= n {
+            if done(&c) {
                 return c;
             }
             std::thread::yield_now();
@@ -338,10 +338,12 @@ mod tests {
             std::thread::spawn(move || b.embed(text, text.len()))
         };
         // The first query is taken at once and blocks on the gate; the next three pile up.
+        // (Waiting for it to be *taken*, not only queued: a worker that had not yet taken it
+        // when the others arrived would take all four as one group.)
         let first = ask("first");
-        until_queued(&b, 1);
+        until(&b, |c| c.taken >= 1);
         let rest: Vec<_> = ["one", "three", "fail"].into_iter().map(ask).collect();
-        let c = until_queued(&b, 4);
+        let c = until(&b, |c| c.waiting + c.taken >= 4);
         assert_eq!((c.taken, c.waiting), (1, 3));
         drop(held);
         assert_eq!(first.join().unwrap().unwrap(), vec![1.0, 1.0]);
