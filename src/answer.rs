@@ -436,29 +436,7 @@ impl Cairn {
             options,
         } = req;
         let gen = self.pick_generator(options.generator.as_deref())?;
-        let gcfg = &self.config.generator;
-        let max_tokens = options.max_tokens.unwrap_or(gcfg.max_tokens);
-        let temperature = options.temperature.unwrap_or(gcfg.temperature);
-        if max_tokens == 0 || max_tokens > 8192 {
-            return Err(Error::InvalidInput(
-                "max_tokens must be between 1 and 8192".into(),
-            ));
-        }
-        if !temperature.is_finite() || !(0.0..=2.0).contains(&temperature) {
-            return Err(Error::InvalidInput(
-                "temperature must be between 0 and 2".into(),
-            ));
-        }
-        if let Some(g) = &gen {
-            // Leave room for the instructions, the question and at least some context.
-            if max_tokens as usize + 128 > g.context_tokens() {
-                return Err(Error::InvalidInput(format!(
-                    "max_tokens must leave room for the prompt: at most {} with this model's context of {} tokens",
-                    g.context_tokens().saturating_sub(128),
-                    g.context_tokens()
-                )));
-            }
-        }
+        let params = self.gen_params(&options, gen.as_ref())?;
         // Scores are needed for the relevance gate whether or not the caller asked to see them.
         search.limit = Some(search.limit.unwrap_or(self.config.answer.context_chunks));
         search.explain = true;
@@ -497,8 +475,67 @@ impl Cairn {
                 plan: Plan::NoContext,
             });
         }
+        let plan = self
+            .start_generation(&gen, &question, &mut hits, history, params)
+            .await?;
+        Ok(Prepared {
+            citations: number(&hits),
+            started,
+            embed_ms,
+            retrieve_ms,
+            generator,
+            plan,
+        })
+    }
+
+    /// The request's generation settings, else the configured ones, checked (and checked to
+    /// leave room for a prompt in the generator's context).
+    fn gen_params(
+        &self,
+        options: &AnswerOptions,
+        gen: Option<&Arc<dyn Generator>>,
+    ) -> Result<GenParams> {
+        let gcfg = &self.config.generator;
+        let max_tokens = options.max_tokens.unwrap_or(gcfg.max_tokens);
+        let temperature = options.temperature.unwrap_or(gcfg.temperature);
+        if max_tokens == 0 || max_tokens > 8192 {
+            return Err(Error::InvalidInput(
+                "max_tokens must be between 1 and 8192".into(),
+            ));
+        }
+        if !temperature.is_finite() || !(0.0..=2.0).contains(&temperature) {
+            return Err(Error::InvalidInput(
+                "temperature must be between 0 and 2".into(),
+            ));
+        }
+        if let Some(g) = gen {
+            // Leave room for the instructions, the question and at least some context.
+            if max_tokens as usize + 128 > g.context_tokens() {
+                return Err(Error::InvalidInput(format!(
+                    "max_tokens must leave room for the prompt: at most {} with this model's context of {} tokens",
+                    g.context_tokens().saturating_sub(128),
+                    g.context_tokens()
+                )));
+            }
+        }
+        Ok(GenParams {
+            max_tokens,
+            temperature,
+        })
+    }
+
+    /// Packs the best hits that fit the generator's context (`hits` keeps those) into the
+    /// prompt, and starts the generation.
+    async fn start_generation(
+        &self,
+        gen: &Arc<dyn Generator>,
+        question: &str,
+        hits: &mut Vec<SearchHit>,
+        history: Vec<ChatMessage>,
+        params: GenParams,
+    ) -> Result<Plan> {
+        let (max_tokens, temperature) = (params.max_tokens, params.temperature);
         let budget = gen.context_tokens() - max_tokens as usize;
-        let question = question.as_str();
         let instructions = self.config.answer.system_prompt.clone();
         let (messages, prompt_tokens, _kept) = {
             let g = gen.clone();
@@ -509,41 +546,22 @@ impl Cairn {
                 let n = g.prompt_tokens(&m)?;
                 Ok::<_, Error>((m, n))
             };
-            pack(&mut hits, history, budget, build)?
+            pack(hits, history, budget, build)?
         };
-        let citations = number(&hits);
-        tracing::debug!(
-            chunks = citations.len(),
-            prompt_tokens,
-            budget,
-            "prompt packed"
-        );
-        let gen_started = Instant::now();
-        let gen_span =
+        tracing::debug!(chunks = hits.len(), prompt_tokens, budget, "prompt packed");
+        let started = Instant::now();
+        let span =
             crate::telemetry::generation_span(gen.backend(), gen.model(), max_tokens, temperature);
         let generation = gen
-            .generate(
-                messages,
-                GenParams {
-                    max_tokens,
-                    temperature,
-                },
-            )
-            .instrument(gen_span.clone())
+            .generate(messages, params)
+            .instrument(span.clone())
             .await
-            .inspect_err(|e| crate::telemetry::record_generation_error(&gen_span, e))?;
-        Ok(Prepared {
-            citations,
+            .inspect_err(|e| crate::telemetry::record_generation_error(&span, e))?;
+        Ok(Plan::Generate {
+            generation,
+            prompt_tokens,
             started,
-            embed_ms,
-            retrieve_ms,
-            generator,
-            plan: Plan::Generate {
-                generation,
-                prompt_tokens,
-                started: gen_started,
-                span: gen_span,
-            },
+            span,
         })
     }
 }

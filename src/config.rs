@@ -58,6 +58,13 @@ pub struct ServerConfig {
     pub query_timeout_s: u64,
     /// Seconds before an upload answers 504 (the write itself still completes consistently).
     pub ingest_timeout_s: u64,
+    /// Seconds a client has to send a request's whole body; past it the request answers 408
+    /// `body_timeout` (a client trickling an upload cannot hold a request slot for longer).
+    pub body_read_timeout_s: u64,
+    /// Seconds a connection has to send a request's headers, counted from when the
+    /// connection opens or its previous response was sent; past it the connection is closed
+    /// (idle and trickling connections cost nothing for longer).
+    pub header_read_timeout_s: u64,
     /// Origins allowed by CORS: empty = CORS off, `["*"]` = any origin.
     pub cors_origins: Vec<String>,
 }
@@ -317,6 +324,8 @@ impl Default for ServerConfig {
             search_timeout_s: 30,
             query_timeout_s: 300,
             ingest_timeout_s: 900,
+            body_read_timeout_s: 60,
+            header_read_timeout_s: 30,
             cors_origins: Vec::new(),
         }
     }

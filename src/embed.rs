@@ -10,7 +10,7 @@ pub mod batch;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use fastembed::{
@@ -32,7 +32,12 @@ pub trait Embedder: Send + Sync {
     /// Output dimension.
     fn dim(&self) -> usize;
     /// Embeds every text; the result has one L2-normalised vector per input, in order.
-    fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>>;
+    fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+        self.embed_until(texts, &AtomicBool::new(false))
+    }
+    /// [`Embedder::embed`] that gives up between model calls once `cancelled` is set (its
+    /// caller went away: a 504, a disconnected client), with an error nobody waits for.
+    fn embed_until(&self, texts: &[String], cancelled: &AtomicBool) -> Result<Vec<Vec<f32>>>;
     /// Embeds one search query. Models that batch the queries of concurrent searches
     /// override this; the default is a one-text [`Embedder::embed`].
     fn embed_query(&self, text: &str) -> Result<Vec<f32>> {
@@ -408,7 +413,7 @@ impl Embedder for OnnxEmbedder {
         self.dim
     }
 
-    fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+    fn embed_until(&self, texts: &[String], cancelled: &AtomicBool) -> Result<Vec<Vec<f32>>> {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
@@ -416,7 +421,8 @@ impl Embedder for OnnxEmbedder {
         // then put the vectors back in input order.
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(texts[i].len()));
-        let batches: Vec<&[usize]> = order.chunks(self.batch_size).collect();
+        let tokens: Vec<usize> = texts.iter().map(|t| self.model_tokens(t)).collect();
+        let batches = batches(&order, &tokens, self.batch_size);
         let out: Mutex<Vec<Vec<f32>>> = Mutex::new(vec![Vec::new(); texts.len()]);
         let next_batch = AtomicUsize::new(0);
         // Each worker holds one session and takes batches until none is left.
@@ -426,6 +432,9 @@ impl Embedder for OnnxEmbedder {
                 let Some(batch) = batches.get(next_batch.fetch_add(1, Ordering::Relaxed)) else {
                     return Ok(());
                 };
+                if cancelled.load(Ordering::Relaxed) {
+                    return Err(Error::internal("embedding cancelled: its caller went away"));
+                }
                 let inputs: Vec<&str> = batch.iter().map(|&i| texts[i].as_str()).collect();
                 let vecs = call(&mut model, &inputs)?;
                 let mut out = out
@@ -479,6 +488,27 @@ impl Embedder for OnnxEmbedder {
     fn tokenizer(&self) -> &dyn Tokenize {
         &self.tokenizer
     }
+}
+
+/// Padded tokens one model call may take (its inputs × the longest one): long inputs go in
+/// smaller batches. ONNX Runtime keeps the memory of the largest call it has seen, and 32
+/// inputs of 256+ tokens made one long upload hold 2–3 GB, for no speed (docs/benchmarks.md,
+/// "Reliability").
+const MAX_BATCH_TOKENS: usize = 4096;
+
+/// Cuts `order` (input indexes, longest first) into batches of at most `batch_size` inputs
+/// and about [`MAX_BATCH_TOKENS`] padded tokens (a batch pads to its first, longest input).
+fn batches<'a>(order: &'a [usize], tokens: &[usize], batch_size: usize) -> Vec<&'a [usize]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < order.len() {
+        let longest = tokens[order[start]].max(1);
+        let fit = (MAX_BATCH_TOKENS / longest).clamp(1, batch_size.max(1));
+        let end = (start + fit).min(order.len());
+        out.push(&order[start..end]);
+        start = end;
+    }
+    out
 }
 
 /// Scales a vector to unit length (leaves a zero vector alone).
@@ -555,6 +585,44 @@ mod tests {
                 None
             }
         }
+    }
+
+    #[test]
+    fn long_inputs_go_in_smaller_batches() {
+        // Indexes sorted longest first: four of 512 tokens, then forty of 40.
+        let tokens: Vec<usize> = [512; 4].into_iter().chain([40; 40]).collect();
+        let order: Vec<usize> = (0..tokens.len()).collect();
+        let sizes: Vec<usize> = batches(&order, &tokens, 32)
+            .iter()
+            .map(|b| b.len())
+            .collect();
+        // 4096 / 512 = 8 (the first batch pads its short ones to 512), then 32 short ones.
+        assert_eq!(sizes, vec![8, 32, 4]);
+        let long: Vec<usize> = vec![300; 20];
+        let order: Vec<usize> = (0..20).collect();
+        let sizes: Vec<usize> = batches(&order, &long, 32).iter().map(|b| b.len()).collect();
+        assert_eq!(sizes, vec![13, 7]);
+        // Every input once, in order; a single huge input still gets a batch of its own.
+        let huge = vec![100_000, 5];
+        let got: Vec<&[usize]> = batches(&[0, 1], &huge, 32);
+        assert_eq!(got, vec![&[0usize][..], &[1usize][..]]);
+        assert!(batches(&[], &[], 32).is_empty());
+    }
+
+    #[test]
+    fn a_cancelled_embedding_stops_and_an_uncancelled_one_is_embed() {
+        let Some(e) = load(1) else { return };
+        let texts: Vec<String> = (0..(e.batch_size * 2 + 1))
+            .map(|i| format!("stone number {i} on the trail"))
+            .collect();
+        let flag = AtomicBool::new(false);
+        assert_eq!(
+            e.embed_until(&texts, &flag).unwrap(),
+            e.embed(&texts).unwrap()
+        );
+        flag.store(true, Ordering::Relaxed);
+        let err = e.embed_until(&texts, &flag).unwrap_err();
+        assert!(err.to_string().contains("cancelled"), "{err}");
     }
 
     #[test]

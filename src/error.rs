@@ -54,6 +54,7 @@ error_codes! {
     RouteNotFound = 404, "route_not_found", "unknown path";
     ModelNotFound = 404, "model_not_found", "`/v1/*` names a model this server does not serve";
     MethodNotAllowed = 405, "method_not_allowed", "known path, wrong method";
+    BodyTimeout = 408, "body_timeout", "the request body did not arrive whole within `server.body_read_timeout_s` (the connection is closed)";
     PayloadTooLarge = 413, "payload_too_large", "body over `server.max_json_bytes` / `server.max_upload_bytes`, or a file over `ingest.max_file_bytes`";
     UnsupportedMediaType = 415, "unsupported_media_type", "wrong `Content-Type`, or an upload whose file type Cairn cannot read";
     InvalidRequest = 422, "invalid_request", "valid JSON with bad values or unknown fields (the message names the field)";
@@ -73,6 +74,7 @@ error_codes! {
     MetricsUnavailable = 503, "metrics_unavailable", "another metrics recorder is installed in this process";
     Timeout = 504, "timeout", "the request outlived `server.search_timeout_s` / `query_timeout_s` / `ingest_timeout_s`";
     UpstreamTimeout = 504, "upstream_timeout", "the `openai` generator's API was silent for `generator.read_timeout_s`";
+    InsufficientStorage = 507, "insufficient_storage", "the data dir's disk is full: nothing of the write was kept, reads go on, and writes succeed again once space is freed (no restart)";
 }
 
 impl std::fmt::Display for Code {
@@ -118,6 +120,10 @@ pub enum Error {
     /// The remote generator API did not answer in time.
     #[error("{0}")]
     UpstreamTimeout(String),
+    /// A write failed because the data dir's disk is full (or a quota is spent). The write was
+    /// rolled back; the cause is kept for the log.
+    #[error("the data dir's disk is full: nothing of this write was kept; free space and retry")]
+    NoSpace(#[source] Internal),
     /// Storage or any other internal failure; the message is for logs, not clients. The
     /// underlying error is kept with its `source()` chain ([`Error::chain`] prints it).
     #[error("internal error: {0}")]
@@ -165,6 +171,7 @@ impl Error {
             Error::Embedding(_) => Code::EmbeddingFailed,
             Error::Upstream(_) => Code::UpstreamError,
             Error::UpstreamTimeout(_) => Code::UpstreamTimeout,
+            Error::NoSpace(_) => Code::InsufficientStorage,
             Error::Internal(_) => Code::Internal,
         }
     }
@@ -203,6 +210,15 @@ impl Error {
         out
     }
 
+    /// An internal error as [`Error::NoSpace`] (the caller knows the disk is full); other
+    /// errors unchanged.
+    pub fn into_no_space(self) -> Self {
+        match self {
+            Error::Internal(i) => Error::NoSpace(i),
+            other => other,
+        }
+    }
+
     pub fn not_found(what: impl Into<String>) -> Self {
         Error::NotFound { what: what.into() }
     }
@@ -230,9 +246,52 @@ impl From<ExtractError> for Error {
     }
 }
 
+/// A storage failure: [`Error::NoSpace`] when the disk is full, else [`Error::Internal`].
+fn storage(context: &str, source: impl std::error::Error + Send + Sync + 'static) -> Error {
+    let full = no_space(&source);
+    let inner = Internal {
+        context: context.to_string(),
+        source: Some(Box::new(source)),
+    };
+    if full {
+        Error::NoSpace(inner)
+    } else {
+        Error::Internal(inner)
+    }
+}
+
+/// Whether an error or one of its causes is a full disk or a spent disk quota. LanceDB and
+/// tantivy do not always keep the `io::Error` in the chain, so their messages count too.
+pub fn no_space(e: &(dyn std::error::Error + 'static)) -> bool {
+    use std::io::ErrorKind;
+    let mut cur = Some(e);
+    while let Some(c) = cur {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            if matches!(io.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+                || matches!(io.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded)
+            {
+                return true;
+            }
+        }
+        let msg = c.to_string();
+        if [
+            "No space left on device",
+            "(os error 28)",
+            "Disk quota exceeded",
+        ]
+        .iter()
+        .any(|m| msg.contains(m))
+        {
+            return true;
+        }
+        cur = c.source();
+    }
+    false
+}
+
 impl From<lancedb::Error> for Error {
     fn from(e: lancedb::Error) -> Self {
-        Error::internal_from("lancedb", e)
+        storage("lancedb", e)
     }
 }
 
@@ -244,14 +303,14 @@ impl From<tantivy::TantivyError> for Error {
                  stop it, or send the work to it with `--server URL`"
                     .into(),
             ),
-            other => Error::internal_from("tantivy", other),
+            other => storage("tantivy", other),
         }
     }
 }
 
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
-        Error::internal_from("io", e)
+        storage("io", e)
     }
 }
 
@@ -334,5 +393,23 @@ mod tests {
             reason: "r".into(),
         };
         assert_eq!(e(big), Code::DocumentTooLarge);
+    }
+
+    #[test]
+    fn a_full_disk_is_insufficient_storage_wherever_it_shows() {
+        let enospc = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        assert_eq!(Error::from(enospc).code(), Code::InsufficientStorage);
+        let quota = std::io::Error::from_raw_os_error(libc::EDQUOT);
+        assert_eq!(Error::from(quota).code(), Code::InsufficientStorage);
+        // Flattened into a message by a library, below another error.
+        let flat =
+            std::io::Error::other("writing a fragment: No space left on device (os error 28)");
+        let wrapped = tantivy::TantivyError::from(flat);
+        assert_eq!(Error::from(wrapped).code(), Code::InsufficientStorage);
+        let other = std::io::Error::from_raw_os_error(libc::EACCES);
+        let e = Error::from(other);
+        assert_eq!(e.code(), Code::Internal);
+        assert_eq!(e.code().status(), 500);
+        assert_eq!(Code::InsufficientStorage.status(), 507);
     }
 }

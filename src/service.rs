@@ -385,16 +385,32 @@ impl Cairn {
     }
 
     /// Embeds texts on a blocking thread under an embedding permit.
+    ///
+    /// When the caller is dropped (a 504, a client that left), the model stops at its next
+    /// batch instead of embedding the rest for nobody.
     pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>> {
         let _permit = self.embed_permit().await?;
         let e = self.embedder.clone();
         let n = texts.len();
         let t = Instant::now();
-        let out = blocking(move || e.embed(&texts)).await?;
+        let cancel = CancelOnDrop::default();
+        let flag = cancel.0.clone();
+        let out = blocking(move || e.embed_until(&texts, &flag)).await?;
+        drop(cancel);
         metrics::histogram!("cairn_embed_seconds").record(t.elapsed().as_secs_f64());
         metrics::histogram!("cairn_embed_batch_size").record(n as f64);
         metrics::counter!("cairn_embed_texts_total").increment(n as u64);
         out
+    }
+}
+
+/// Sets its flag when dropped: blocking work polls it to stop once its caller is gone.
+#[derive(Default)]
+struct CancelOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

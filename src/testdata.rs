@@ -299,7 +299,14 @@ impl crate::embed::Embedder for HashEmbedder {
         self.dim
     }
 
-    fn embed(&self, texts: &[String]) -> crate::error::Result<Vec<Vec<f32>>> {
+    fn embed_until(
+        &self,
+        texts: &[String],
+        cancelled: &std::sync::atomic::AtomicBool,
+    ) -> crate::error::Result<Vec<Vec<f32>>> {
+        if cancelled.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(crate::error::Error::internal("embedding cancelled"));
+        }
         Ok(texts.iter().map(|t| self.vector(t)).collect())
     }
 

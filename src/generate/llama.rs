@@ -240,15 +240,10 @@ impl Job {
                 .new_context(backend, ctx_params)
                 .map_err(|e| Error::internal(format!("llama context: {e}")))?
         };
-        let mut batch = LlamaBatch::new(self.tokens.len().max(1), 1);
-        let last = self.tokens.len() - 1;
-        for (i, t) in self.tokens.iter().enumerate() {
-            batch
-                .add(*t, i as i32, &[0], i == last)
-                .map_err(Error::internal)?;
-        }
-        ctx.decode(&mut batch)
-            .map_err(|e| Error::internal(format!("llama prefill: {e}")))?;
+        let Some(mut idx) = self.prefill(&mut ctx, tx)? else {
+            tracing::debug!("generation cancelled during prefill: the reader left");
+            return Ok(());
+        };
         let mut sampler = if self.params.temperature <= 0.0 {
             LlamaSampler::greedy()
         } else {
@@ -262,7 +257,6 @@ impl Job {
         let vocab = self.model.vocab();
         let mut pieces = Utf8Pieces::default();
         let mut pos = self.tokens.len() as i32;
-        let mut idx = batch.n_tokens() - 1;
         let mut usage = GenUsage {
             prompt_tokens: self.tokens.len(),
             finish_reason: "length",
@@ -316,6 +310,39 @@ impl Job {
         );
         let _ = tx.blocking_send(Ok(GenEvent::Done(usage)));
         Ok(())
+    }
+}
+
+/// Prompt tokens per prefill step: llama.cpp's own micro-batch (`n_ubatch`, 512), so the
+/// steps compute exactly what one call over the whole prompt would.
+const PREFILL_STEP: usize = 512;
+
+impl Job {
+    /// Feeds the prompt in steps of [`PREFILL_STEP`] tokens, stopping between steps when the
+    /// reader has left (a disconnected client no longer costs a long prompt's whole prefill).
+    /// Returns the batch index of the last prompt token's logits, or `None` when cancelled.
+    fn prefill(
+        &self,
+        ctx: &mut llama_cpp_2::context::LlamaContext<'_>,
+        tx: &mpsc::Sender<Result<GenEvent>>,
+    ) -> Result<Option<i32>> {
+        let last = self.tokens.len() - 1;
+        let mut batch = LlamaBatch::new(PREFILL_STEP.min(self.tokens.len()).max(1), 1);
+        for (step, part) in self.tokens.chunks(PREFILL_STEP).enumerate() {
+            if tx.is_closed() {
+                return Ok(None);
+            }
+            batch.clear();
+            for (j, t) in part.iter().enumerate() {
+                let i = step * PREFILL_STEP + j;
+                batch
+                    .add(*t, i as i32, &[0], i == last)
+                    .map_err(Error::internal)?;
+            }
+            ctx.decode(&mut batch)
+                .map_err(|e| Error::internal(format!("llama prefill: {e}")))?;
+        }
+        Ok(Some(batch.n_tokens() - 1))
     }
 }
 

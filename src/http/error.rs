@@ -81,7 +81,8 @@ impl From<Error> for ApiError {
                 code: e.code(),
                 message: e.to_string(),
                 retry_after_s,
-                internal: None,
+                // A full disk is the operator's to see: its cause is logged like an internal one.
+                internal: matches!(e, Error::NoSpace(_)).then(|| e.chain()),
                 suggestions,
             }
         }

@@ -5,11 +5,12 @@ pub mod admin;
 pub mod error;
 pub mod graph;
 pub mod guard;
+mod listen;
 pub mod openai;
 pub mod openapi;
 pub mod query;
+pub mod slow;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -80,6 +81,10 @@ pub fn router(cairn: Arc<Cairn>) -> Router {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             guard::back_pressure,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            slow::body_deadline,
         ));
     let router = match cors {
         Some(c) => router.layer(c),
@@ -188,12 +193,9 @@ pub async fn serve(
             }
         }
     });
-    let r = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await;
+    let header_timeout =
+        std::time::Duration::from_secs(cairn.config.server.header_read_timeout_s.max(1));
+    let r = listen::run(app, listener, header_timeout, shutdown).await;
     saver.abort();
     if let Err(e) = cairn.limits.persist() {
         tracing::warn!(error = %e, "could not save rate-limit counters");
@@ -307,6 +309,7 @@ struct TextSource {
         (status = 415, description = "Unsupported content type, or every file was of an unsupported type (`unsupported_media_type`)", body = openapi::IngestFailure),
         (status = 422, description = "Invalid body, or every file failed (`invalid_request`, `unreadable`, ...)", body = openapi::IngestFailure),
         (status = 400, description = "Malformed JSON or multipart body", body = openapi::ErrorResponse),
+        (status = 408, description = "The body did not arrive within `server.body_read_timeout_s` (`body_timeout`)", body = openapi::ErrorResponse),
         (status = 413, description = "The body exceeds `server.max_upload_bytes` / `server.max_json_bytes`", body = openapi::ErrorResponse),
         Guarded,
     ),

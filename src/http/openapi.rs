@@ -123,6 +123,9 @@ pub enum BadBody {
     /// The body is not JSON (`malformed_json`, `bad_request`).
     #[response(status = 400)]
     Malformed(ErrorResponse),
+    /// The body did not arrive within `server.body_read_timeout_s` (`body_timeout`).
+    #[response(status = 408)]
+    SlowBody(ErrorResponse),
     /// The body exceeds `server.max_json_bytes` or `server.max_upload_bytes`
     /// (`payload_too_large`).
     #[response(status = 413)]

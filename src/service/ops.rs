@@ -40,6 +40,11 @@ impl Cairn {
         }
         metrics::gauge!("cairn_process_resident_memory_bytes")
             .set(crate::telemetry::process_rss_bytes() as f64);
+        let full = self.store.out_of_space();
+        metrics::gauge!("cairn_storage_full").set(if full { 1.0 } else { 0.0 });
+        if let Some(free) = crate::store::free_bytes(self.store.dir()) {
+            metrics::gauge!("cairn_storage_free_bytes").set(free as f64);
+        }
         if let Some(path) = &self.config.telemetry.quality_report {
             match crate::telemetry::QualityReport::read(path) {
                 Ok(r) => r.record(),
@@ -166,6 +171,7 @@ impl Cairn {
         .await;
         let (n, c) = timed("embedder", within("the embedder", r), t);
         components.insert(n, c);
+        components.insert("storage", self.storage_health());
         if let Some(g) = &self.generator {
             let t = Instant::now();
             let r = tokio::time::timeout(deadline, g.ready()).await;
@@ -173,8 +179,27 @@ impl Cairn {
             components.insert(n, c);
         }
         Health {
-            ok: components.values().all(|c| c.status == "ok"),
+            // A full disk stops writes only: the replica still serves reads.
+            ok: components.values().all(|c| c.status != "error"),
             components,
+        }
+    }
+
+    /// `full` while the last write failed for lack of space, with the free space now.
+    fn storage_health(&self) -> ComponentHealth {
+        let full = self.store.out_of_space();
+        ComponentHealth {
+            status: if full { "full" } else { "ok" },
+            latency_ms: 0.0,
+            error: full.then(|| {
+                let free = crate::store::free_bytes(self.store.dir())
+                    .map(|b| format!("{} MiB free", b >> 20))
+                    .unwrap_or_else(|| "free space unknown".into());
+                format!(
+                    "the last write failed for lack of space on the data dir's disk ({free}); \
+                     reads go on, writes answer 507 `insufficient_storage` until space is freed"
+                )
+            }),
         }
     }
 }

@@ -113,7 +113,7 @@ impl Store {
             }
             if !broken.is_empty() {
                 tracing::warn!(sources = ?broken, "removing half-written sources; re-ingest them");
-                self.vectors.delete_sources(&broken).await?;
+                self.vectors.retract_sources(&broken).await?;
                 self.delete_chunks(&sql_in("source_id", &broken)).await?;
                 removed.extend(broken.iter().cloned());
             }

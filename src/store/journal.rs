@@ -26,6 +26,22 @@ pub(super) fn sync_fs(dir: &Path) {
     fsync_dir(dir);
 }
 
+/// Bytes available to this process on the filesystem holding `dir`.
+pub fn free_bytes(dir: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is a valid C string for the call, and statvfs fills `st` when it
+    // returns 0 (only then is `st` read).
+    let st = unsafe {
+        if libc::statvfs(path.as_ptr(), st.as_mut_ptr()) != 0 {
+            return None;
+        }
+        st.assume_init()
+    };
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
 pub(super) fn fsync_dir(p: &Path) {
     if let Ok(f) = std::fs::File::open(p) {
         let _ = f.sync_all();
@@ -67,13 +83,18 @@ impl Store {
             .join("journal")
             .join(format!("{}.json", uuid::Uuid::now_v7()));
         let tmp = path.with_extension("tmp");
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&serde_json::to_vec(&JournalEntry {
+        let body = serde_json::to_vec(&JournalEntry {
             op: op.into(),
             sources: sources.to_vec(),
-        })?)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
+        })?;
+        let written = std::fs::File::create(&tmp)
+            .and_then(|mut f| f.write_all(&body).and_then(|()| f.sync_all()))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            // Nothing was written yet; a torn entry (a full disk) must not stay behind.
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e.into());
+        }
         fsync_dir(&self.dir.join("journal"));
         Ok(path)
     }

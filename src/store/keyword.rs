@@ -203,10 +203,10 @@ impl KeywordIndex {
         for s in delete_sources {
             w.delete_term(Term::from_field_text(self.f.source_id, s));
         }
-        for c in add {
-            w.add_document(self.doc(c))?;
-        }
-        w.commit()?;
+        let added = add
+            .iter()
+            .try_for_each(|c| w.add_document(self.doc(c)).map(drop));
+        commit_or_roll_back(&mut w, added)?;
         drop(w);
         self.reader.reload()?;
         Ok(())
@@ -224,7 +224,7 @@ impl KeywordIndex {
         for c in chunk_ids {
             w.delete_term(Term::from_field_text(self.f.chunk_id, c));
         }
-        w.commit()?;
+        commit_or_roll_back(&mut w, Ok(()))?;
         drop(w);
         self.reader.reload()?;
         Ok(())
@@ -473,6 +473,19 @@ fn text_of(d: &TantivyDocument, f: Field) -> String {
         .and_then(|v| v.as_str())
         .unwrap_or_default()
         .to_string()
+}
+
+/// Commits the writer's queued operations, or, when queuing (`queued`) or the commit failed
+/// (a full disk), discards them: a later commit must not carry half of a failed write, and a
+/// writer whose threads died on the error is only usable again after a rollback.
+fn commit_or_roll_back(w: &mut IndexWriter, queued: tantivy::Result<()>) -> Result<()> {
+    let r = queued.and_then(|()| w.commit().map(drop));
+    if r.is_err() {
+        if let Err(e) = w.rollback() {
+            tracing::warn!(error = %e, "keyword index: rollback after a failed write failed");
+        }
+    }
+    Ok(r?)
 }
 
 #[cfg(test)]

@@ -31,11 +31,13 @@ pub mod vector;
 
 pub use check::CheckReport;
 use graph_sync::{add_committed_mentions, new_concept_rows};
+pub use journal::free_bytes;
 use journal::{crash_point, sync_fs};
 pub use records::{meta_terms, ChunkRecord, Filters, SourceRecord};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -43,7 +45,7 @@ use tokio::sync::Mutex;
 use tracing::Instrument;
 
 use crate::error::{Error, Result};
-use crate::graph::{ConceptGraph, MentionRow};
+use crate::graph::{ConceptGraph, ConceptRow, MentionRow};
 use concepts::ConceptTables;
 use flat::{FlatEntry, FlatIndex};
 use keyword::KeywordIndex;
@@ -55,6 +57,18 @@ use vector::{sql_in, sql_str, VectorStore};
 pub struct ConceptWrite {
     pub mentions: Vec<MentionRow>,
     pub vectors: HashMap<String, Vec<f32>>,
+}
+
+/// Free space under which a failed write counts as a full disk.
+const LOW_SPACE_BYTES: u64 = 4 << 20;
+
+/// What an upsert writes once its journal entry exists (the batch less what was unchanged).
+struct Written<'a> {
+    ids: &'a [String],
+    sources: Vec<SourceRecord>,
+    chunks: Vec<ChunkRecord>,
+    mentions: Vec<MentionRow>,
+    new_rows: Vec<ConceptRow>,
 }
 
 /// The combined store.
@@ -76,6 +90,10 @@ pub struct Store {
     writable: bool,
     /// Serialises writes: one batch at a time goes through the protocol above.
     write_lock: Mutex<()>,
+    /// A failed write's roll-back failed too: its journal waits for the next write.
+    interrupted: AtomicBool,
+    /// The last write failed for lack of space (readiness and `/metrics` report it).
+    out_of_space: AtomicBool,
 }
 
 /// Stats about the stored data.
@@ -201,6 +219,8 @@ impl Store {
             memory_max_rows,
             writable,
             write_lock: Mutex::new(()),
+            interrupted: AtomicBool::new(false),
+            out_of_space: AtomicBool::new(false),
         };
         // The graph and the vector copy first: replaying the journal updates them like any write.
         let committed = store.committed_hashes().await?;
@@ -366,7 +386,24 @@ impl Store {
             return Ok(Vec::new());
         }
         let this = self.clone();
-        run_to_completion(async move { this.upsert_locked(sources, chunks, concepts).await }).await
+        let r =
+            run_to_completion(async move { this.upsert_locked(sources, chunks, concepts).await })
+                .await;
+        self.note_space(&r);
+        r
+    }
+
+    /// Whether the last write failed for lack of space (and none has succeeded since).
+    pub fn out_of_space(&self) -> bool {
+        self.out_of_space.load(Ordering::Relaxed)
+    }
+
+    fn note_space<T>(&self, r: &Result<T>) {
+        match r {
+            Ok(_) => self.out_of_space.store(false, Ordering::Relaxed),
+            Err(Error::NoSpace(_)) => self.out_of_space.store(true, Ordering::Relaxed),
+            Err(_) => {}
+        }
     }
 
     async fn upsert_locked(
@@ -380,6 +417,7 @@ impl Store {
             vectors,
         } = concepts;
         let _g = self.write_lock.lock().await;
+        self.finish_interrupted().await?;
         let ids: Vec<String> = sources.iter().map(|s| s.id.clone()).collect();
         let stored: HashMap<String, String> = self
             .vectors
@@ -410,16 +448,42 @@ impl Store {
         let new_rows = new_concept_rows(&mentions, &|id| known.contains_key(id), &vectors)?;
         let journal = self.journal_begin("upsert", &ids)?;
         crash_point("after_journal");
+        let written = Written {
+            ids: &ids,
+            sources,
+            chunks,
+            mentions,
+            new_rows,
+        };
+        let r = self.upsert_journaled(written, &known, &vectors).await;
+        self.settle(&journal, &ids, r).await?;
+        Ok(ids)
+    }
+
+    /// The steps of an upsert between its journal's creation and removal.
+    async fn upsert_journaled(
+        &self,
+        w: Written<'_>,
+        known: &HashMap<String, Vec<f32>>,
+        vectors: &HashMap<String, Vec<f32>>,
+    ) -> Result<()> {
+        let Written {
+            ids,
+            sources,
+            chunks,
+            mentions,
+            new_rows,
+        } = w;
         // A new concept's row exists before any mention of it (see `concepts`).
         self.concepts.upsert_concepts(&new_rows).await?;
         self.vectors.add_chunks(&chunks).await?;
         self.concepts.add_mentions(&mentions).await?;
         crash_point("after_vectors");
-        self.keywords.replace(&ids, &chunks)?;
+        self.keywords.replace(ids, &chunks)?;
         crash_point("after_keywords");
         // New chunks reach the disk before the row that commits them, and the row before the ack.
         sync_fs(&self.dir);
-        self.vectors.upsert_sources(&sources).await?;
+        self.vectors.commit_sources(&sources).await?;
         sync_fs(&self.dir);
         crash_point("after_commit");
         self.delete_stale_vector_chunks(&sources).await?;
@@ -434,7 +498,7 @@ impl Store {
                     vector: c.vector,
                 })
                 .collect();
-            self.memory_replace(&ids, add);
+            self.memory_replace(ids, add);
         }
         let mut touched = BTreeSet::new();
         {
@@ -443,13 +507,62 @@ impl Store {
                 .map(|s| (s.id.clone(), s.content_hash.clone()))
                 .collect();
             let mut g = self.graph_write();
-            g.remove_sources(&ids, &mut touched);
+            g.remove_sources(ids, &mut touched);
             let lookup = |id: &str| known.get(id).or_else(|| vectors.get(id)).cloned();
             add_committed_mentions(&mut g, &mentions, &committed, &lookup, &mut touched);
         }
-        self.sync_concepts(touched).await?;
-        self.journal_end(&journal)?;
-        Ok(ids)
+        self.sync_concepts(touched).await
+    }
+
+    /// Ends a journaled write. When it failed part-way (a full disk, an I/O error), its
+    /// sources are reconciled at once — rolled back to their last committed version, or
+    /// forward when the commit point was passed — so nothing half-written stays and no
+    /// restart is needed. If that fails too (the disk is still full), the journal stays and
+    /// the next write finishes it first ([`Store::finish_interrupted`]). Returns the write's
+    /// own error.
+    async fn settle(&self, journal: &Path, ids: &[String], r: Result<()>) -> Result<()> {
+        let Err(e) = r else {
+            return self.journal_end(journal);
+        };
+        // A failure that names no cause (a writer thread that died) on a disk with next to no
+        // space left is the full disk.
+        let e = if free_bytes(&self.dir).is_some_and(|b| b < LOW_SPACE_BYTES) {
+            e.into_no_space()
+        } else {
+            e
+        };
+        tracing::warn!(error = %e.chain(), sources = ids.len(), "write failed; rolling it back");
+        // As at start-up: the sources' chunks, indexes and graph, then the concept rows a
+        // failed first step may have added with no mention yet.
+        let rolled_back = async {
+            self.reconcile(ids).await?;
+            self.sync_all_concepts().await
+        };
+        match rolled_back.await {
+            Ok(()) => {
+                if let Err(e2) = self.journal_end(journal) {
+                    tracing::warn!(error = %e2.chain(), "could not remove the journal entry");
+                    self.interrupted.store(true, Ordering::SeqCst);
+                }
+            }
+            Err(e2) => {
+                tracing::warn!(error = %e2.chain(), "roll-back failed; the next write retries it");
+                self.interrupted.store(true, Ordering::SeqCst);
+            }
+        }
+        Err(e)
+    }
+
+    /// Finishes writes whose roll-back failed (their journal files are still there), before a
+    /// new write starts. Call with the write lock held.
+    async fn finish_interrupted(&self) -> Result<()> {
+        if self.interrupted.load(Ordering::SeqCst) {
+            self.replay_journal().await?;
+            self.sync_all_concepts().await?;
+            self.interrupted.store(false, Ordering::SeqCst);
+            tracing::info!("interrupted writes finished");
+        }
+        Ok(())
     }
 
     async fn delete_stale_vector_chunks(&self, committed: &[SourceRecord]) -> Result<()> {
@@ -505,11 +618,14 @@ impl Store {
         self.require_writable()?;
         let this = self.clone();
         let ids = ids.to_vec();
-        run_to_completion(async move { this.delete_locked(&ids).await }).await
+        let r = run_to_completion(async move { this.delete_locked(&ids).await }).await;
+        self.note_space(&r);
+        r
     }
 
     async fn delete_locked(&self, ids: &[String]) -> Result<Vec<String>> {
         let _g = self.write_lock.lock().await;
+        self.finish_interrupted().await?;
         let existing: Vec<String> = self
             .vectors
             .get_sources(ids)
@@ -521,19 +637,24 @@ impl Store {
             return Ok(existing);
         }
         let journal = self.journal_begin("delete", &existing)?;
-        self.vectors.delete_sources(&existing).await?;
+        let r = self.delete_journaled(&existing).await;
+        self.settle(&journal, &existing, r).await?;
+        Ok(existing)
+    }
+
+    /// The steps of a delete between its journal's creation and removal.
+    async fn delete_journaled(&self, existing: &[String]) -> Result<()> {
+        self.vectors.retract_sources(existing).await?;
         sync_fs(&self.dir);
         crash_point("after_delete_commit");
-        self.keywords.replace(&existing, &[])?;
-        self.memory_replace(&existing, Vec::new());
+        self.keywords.replace(existing, &[])?;
+        self.memory_replace(existing, Vec::new());
         for part in existing.chunks(500) {
             self.delete_chunks(&sql_in("source_id", part)).await?;
         }
         let mut touched = BTreeSet::new();
-        self.graph_write().remove_sources(&existing, &mut touched);
-        self.sync_concepts(touched).await?;
-        self.journal_end(&journal)?;
-        Ok(existing)
+        self.graph_write().remove_sources(existing, &mut touched);
+        self.sync_concepts(touched).await
     }
 
     pub async fn stats(&self) -> Result<StoreStats> {

@@ -45,7 +45,10 @@ const CHUNK_COLUMNS: [&str; 13] = [
 ];
 
 pub struct VectorStore {
+    /// The commit table (`sources` on disk): one row per committed source version
+    /// ([`VectorStore::commit_sources`], [`VectorStore::retract_sources`]).
     sources: Table,
+    /// Every chunk with its vector (a write's chunks land before its commit row).
     chunks: Table,
     dim: usize,
 }
@@ -257,8 +260,10 @@ impl VectorStore {
         Ok(batch)
     }
 
-    /// Inserts or replaces source rows (by id). This is the commit point of an ingest.
-    pub async fn upsert_sources(&self, rows: &[SourceRecord]) -> Result<()> {
+    /// Inserts or replaces source rows (by id): the commit point of a write. A source (at a
+    /// content hash) exists exactly when its row does; chunks written before it are invisible
+    /// until it lands, and are rolled back if it never does (`Store::reconcile`).
+    pub async fn commit_sources(&self, rows: &[SourceRecord]) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
         }
@@ -298,7 +303,8 @@ impl VectorStore {
         Ok(())
     }
 
-    pub async fn delete_sources(&self, ids: &[String]) -> Result<()> {
+    /// Removes source rows: the commit point of a delete (their chunks go after it).
+    pub async fn retract_sources(&self, ids: &[String]) -> Result<()> {
         for part in ids.chunks(500) {
             self.sources.delete(sql_in("id", part).as_str()).await?;
         }
