@@ -440,6 +440,14 @@ impl Cairn {
         // Scores are needed for the relevance gate whether or not the caller asked to see them.
         search.limit = Some(search.limit.unwrap_or(self.config.answer.context_chunks));
         search.explain = true;
+        if search.offset.is_some_and(|o| o > 0) {
+            return Err(Error::InvalidInput(
+                "offset pages /search results; an answer reads the top of the ranking".into(),
+            ));
+        }
+        // Context is ranked chunks unless the request groups (then each group's chunks, in
+        // group order): `search.group_by` shapes what /search shows, not what the model reads.
+        search.group_by.get_or_insert(crate::search::GroupBy::None);
         let question = search.query.trim().to_string();
         // The search plan refuses 0 and anything over the cap with the right bounds.
         let found = self.search_with_max(search, MAX_ANSWER_CHUNKS).await?;
@@ -454,7 +462,14 @@ impl Cairn {
         };
         let a = &self.config.answer;
         let relevant = is_relevant(&found.results, a.min_similarity, a.min_similarity_keyword);
-        let mut hits = found.results;
+        let mut hits = match found.groups {
+            Some(groups) => groups
+                .into_iter()
+                .flat_map(|g| g.hits)
+                .take(MAX_ANSWER_CHUNKS)
+                .collect(),
+            None => found.results,
+        };
         let Some(gen) = gen else {
             return Ok(Prepared {
                 citations: number(&hits),

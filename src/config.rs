@@ -145,8 +145,16 @@ impl IngestConfig {
 pub struct SearchConfig {
     /// Results returned when a request gives no `limit`.
     pub default_limit: usize,
-    /// Candidates each retriever contributes to fusion (at least `limit`).
+    /// Candidates each retriever contributes to the first fusion tier. Deeper pages and groups
+    /// fetch `2×`, `4×`, … this, up to `max_candidates`, and append what the deeper lists add.
     pub candidates: usize,
+    /// The deepest a retriever fetches to fill a page or find `limit` groups.
+    pub max_candidates: usize,
+    /// What a search collapses its ranking by when the request does not say: `none` (ranked
+    /// chunks), `source` (one result per document) or `metadata.<key>`.
+    pub group_by: crate::search::GroupBy,
+    /// Chunks per group when a request groups and does not say `group_size` (1 to 10).
+    pub group_size: usize,
     /// Reciprocal-rank-fusion constant.
     pub rrf_k: f32,
     /// Default weight of the BM25 list in hybrid fusion.
@@ -373,7 +381,10 @@ impl Default for SearchConfig {
     fn default() -> Self {
         Self {
             default_limit: 10,
-            candidates: 100,
+            candidates: 200,
+            max_candidates: 1600,
+            group_by: crate::search::GroupBy::Source,
+            group_size: 3,
             rrf_k: 60.0,
             keyword_weight: 1.0,
             vector_weight: 1.0,
@@ -567,6 +578,12 @@ impl Config {
         }
         if self.search.rrf_k <= 0.0 || self.search.candidates == 0 {
             return bad("search.rrf_k and search.candidates must be positive");
+        }
+        if self.search.max_candidates < self.search.candidates {
+            return bad("search.max_candidates must be at least search.candidates");
+        }
+        if !(1..=crate::search::plan::MAX_GROUP_SIZE).contains(&self.search.group_size) {
+            return bad("search.group_size must be between 1 and 10");
         }
         let g = &self.generator;
         if g.context_tokens < 256 || g.max_concurrent == 0 || g.max_tokens == 0 {

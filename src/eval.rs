@@ -1,9 +1,13 @@
 //! Retrieval evaluation on a BEIR-format folder (`corpus.jsonl[.gz]`, `queries.jsonl`,
 //! `qrels/<split>.tsv`): nDCG@10, Recall@10, Recall@100, MRR@10 and query latency.
 //!
-//! BEIR `_id`s become the sources' external ids; a document ranks by its best chunk. Metrics use
-//! binary relevance (score > 0), as BEIR/pytrec_eval do for SciFact; queries without any
-//! relevant document in the qrels are skipped.
+//! BEIR `_id`s become the sources' external ids. Each query is one `/search` request as a client
+//! sends it (`limit` 100, the API's largest): the metrics score the documents of the results
+//! in the order the API returns them, so @10 figures are what a `limit: 10` request returns
+//! (pages agree whatever their size, see `search::fuse`). Without grouping, several chunks of
+//! one document count once, at the first one's rank. Metrics use binary relevance (score > 0),
+//! as BEIR/pytrec_eval do for SciFact; queries without any relevant document in the qrels are
+//! skipped.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read};
@@ -14,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::extract::{Block, ExtractedDoc, FileType};
-use crate::search::{Mode, SearchRequest};
+use crate::search::{GroupBy, Mode, SearchRequest};
 use crate::service::Cairn;
 
 #[derive(Deserialize)]
@@ -183,12 +187,22 @@ pub struct EvalResult {
     pub use_graph: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context_type: Option<String>,
+    /// What the results were collapsed by (`none`, `source`, `metadata.<key>`).
+    #[serde(default = "no_grouping")]
+    pub group_by: String,
     pub queries: usize,
+    /// Median number of distinct documents among the first 10 results.
+    #[serde(default)]
+    pub distinct_docs_at_10: f64,
     pub ndcg_at_10: f64,
     pub recall_at_10: f64,
     pub recall_at_100: f64,
     pub mrr_at_10: f64,
     pub latency_ms: Latency,
+}
+
+fn no_grouping() -> String {
+    "none".into()
 }
 
 /// What each evaluated search asks for beyond the query (the options `/search` takes).
@@ -198,6 +212,8 @@ pub struct EvalOptions {
     pub rerank: bool,
     pub use_graph: bool,
     pub context_type: Option<String>,
+    /// `None`: the server's `search.group_by`.
+    pub group_by: Option<GroupBy>,
 }
 
 impl EvalOptions {
@@ -212,6 +228,10 @@ impl EvalOptions {
         }
         if self.rerank {
             s.push_str("+rerank");
+        }
+        match &self.group_by {
+            None | Some(GroupBy::None) => {}
+            Some(g) => s.push_str(&format!("+by-{}", String::from(g.clone()))),
         }
         s
     }
@@ -235,42 +255,34 @@ pub async fn run(
     }
     let (mut ndcg, mut r10, mut r100, mut mrr) = (0.0, 0.0, 0.0, 0.0);
     let mut lat = Vec::with_capacity(queries.len());
+    let mut distinct = Vec::with_capacity(queries.len());
     for (qid, text, relevant) in &queries {
         let t = Instant::now();
-        let resp = cairn
-            .search_with_max(
-                SearchRequest {
-                    query: text.clone(),
-                    limit: Some(300),
-                    mode,
-                    rerank: opts.rerank,
-                    use_graph: opts.use_graph.then_some(true),
-                    context_type: opts.context_type.clone(),
-                    ..Default::default()
-                },
-                1000,
-            )
-            .await?;
+        let resp = cairn.search(request(text, opts)).await?;
         lat.push(t.elapsed().as_secs_f64() * 1e3);
-        // A document ranks by its best chunk.
-        let mut seen = HashSet::new();
-        let ranked: Vec<(String, f32)> = resp
+        let docs: Vec<(String, f32)> = resp
             .results
             .into_iter()
             .map(|h| (h.external_id, h.score))
-            .filter(|(d, _)| seen.insert(d.clone()))
             .collect();
+        let top10: HashSet<&String> = docs.iter().take(10).map(|(d, _)| d).collect();
+        distinct.push(top10.len() as f64);
+        let at10 = first_each(&docs[..docs.len().min(10)]);
+        let ranked = first_each(&docs);
         if let Some(w) = run_out.as_mut() {
-            for (i, (d, score)) in ranked.iter().take(100).enumerate() {
+            for (i, (d, score)) in ranked.iter().enumerate() {
                 writeln!(w, "{qid} Q0 {d} {} {score} cairn-{}", i + 1, opts.label())?;
             }
         }
-        let ranked: Vec<String> = ranked.into_iter().map(|(d, _)| d).collect();
-        ndcg += ndcg_at(&ranked, relevant, 10);
-        r10 += recall_at(&ranked, relevant, 10);
+        let ids =
+            |l: &[(String, f32)]| -> Vec<String> { l.iter().map(|(d, _)| d.clone()).collect() };
+        let (at10, ranked) = (ids(&at10), ids(&ranked));
+        ndcg += ndcg_at(&at10, relevant, 10);
+        r10 += recall_at(&at10, relevant, 10);
         r100 += recall_at(&ranked, relevant, 100);
-        mrr += mrr_at(&ranked, relevant, 10);
+        mrr += mrr_at(&at10, relevant, 10);
     }
+    distinct.sort_by(f64::total_cmp);
     lat.sort_by(f64::total_cmp);
     let n = queries.len() as f64;
     let r4 = |x: f64| (x * 10_000.0).round() / 10_000.0;
@@ -279,7 +291,13 @@ pub async fn run(
         rerank: opts.rerank,
         use_graph: opts.use_graph,
         context_type: opts.context_type.clone(),
+        group_by: String::from(
+            opts.group_by
+                .clone()
+                .unwrap_or_else(|| cairn.config.search.group_by.clone()),
+        ),
         queries: queries.len(),
+        distinct_docs_at_10: percentile(&distinct, 0.5),
         ndcg_at_10: r4(ndcg / n),
         recall_at_10: r4(r10 / n),
         recall_at_100: r4(r100 / n),
@@ -289,6 +307,29 @@ pub async fn run(
             p95: r4(percentile(&lat, 0.95)),
         },
     })
+}
+
+/// The `/search` request of one evaluated query: the API's largest page.
+fn request(query: &str, opts: &EvalOptions) -> SearchRequest {
+    SearchRequest {
+        query: query.to_string(),
+        limit: Some(100),
+        mode: opts.mode,
+        rerank: opts.rerank,
+        use_graph: opts.use_graph.then_some(true),
+        context_type: opts.context_type.clone(),
+        group_by: opts.group_by.clone(),
+        ..Default::default()
+    }
+}
+
+/// Each document once, at its first (best) position.
+fn first_each(docs: &[(String, f32)]) -> Vec<(String, f32)> {
+    let mut seen = HashSet::new();
+    docs.iter()
+        .filter(|(d, _)| seen.insert(d.clone()))
+        .cloned()
+        .collect()
 }
 
 #[cfg(test)]

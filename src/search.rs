@@ -10,6 +10,7 @@
 
 pub mod exec;
 pub mod fuse;
+pub mod group;
 pub mod plan;
 
 use std::collections::HashMap;
@@ -50,6 +51,50 @@ impl Mode {
     }
 }
 
+/// What results are collapsed by: nothing (ranked chunks), their source, or a metadata key of
+/// their source. On the wire and in `cairn.toml`: `"none"`, `"source"`, `"metadata.<key>"`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum GroupBy {
+    #[default]
+    None,
+    Source,
+    Metadata(String),
+}
+
+impl std::str::FromStr for GroupBy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(GroupBy::None),
+            "source" => Ok(GroupBy::Source),
+            _ => match s.strip_prefix("metadata.") {
+                Some(k) if !k.is_empty() && !k.contains('=') => Ok(GroupBy::Metadata(k.into())),
+                _ => Err(format!(
+                    "unknown group_by `{s}` (none, source, or metadata.<key>)"
+                )),
+            },
+        }
+    }
+}
+
+impl TryFrom<String> for GroupBy {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<GroupBy> for String {
+    fn from(g: GroupBy) -> String {
+        match g {
+            GroupBy::None => "none".into(),
+            GroupBy::Source => "source".into(),
+            GroupBy::Metadata(k) => format!("metadata.{k}"),
+        }
+    }
+}
+
 /// Per-request fusion weights; unset ones take the configured defaults.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -70,9 +115,28 @@ pub struct SearchRequest {
     #[schema(min_length = 1)]
     pub query: String,
     /// Results to return, 1 to 100 (default `search.default_limit`).
+    /// Results to return, 1 to 100 (default `search.default_limit`). With `group_by`, the
+    /// number of groups.
     #[serde(default)]
     #[schema(minimum = 1, maximum = 100)]
     pub limit: Option<usize>,
+    /// Results (or groups) to skip: the next page starts at the previous response's
+    /// `next_offset`. `offset + limit` is at most 1000. Pages of the same request with the same
+    /// `limit` never repeat or skip a result while the index is unchanged.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 900)]
+    pub offset: Option<usize>,
+    /// Collapse the ranking: `source` returns one group per source (document), `metadata.<key>`
+    /// one per value of the source's metadata `key` (sources without it share one group with
+    /// key `null`), `none` the ranked chunks. Groups rank by their best chunk. Default:
+    /// `search.group_by`.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, example = "source", pattern = "^(none|source|metadata\\.[^=]+)$")]
+    pub group_by: Option<GroupBy>,
+    /// Chunks per group, 1 to 10 (default `search.group_size`).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 10)]
+    pub group_size: Option<usize>,
     #[serde(default)]
     pub mode: Mode,
     #[serde(default)]
@@ -141,9 +205,28 @@ pub struct SearchHit {
     pub scores: Option<Explain>,
 }
 
+/// The chunks of one source (or metadata value), best first.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct SearchGroup {
+    /// The source id, or the metadata value (`null`: sources without the key).
+    pub key: Option<String>,
+    /// The best chunk's score.
+    pub score: f32,
+    /// The group's best `group_size` chunks among the ranked candidates.
+    pub hits: Vec<SearchHit>,
+}
+
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SearchResponse {
+    /// Ranked chunks; with `group_by`, each group's best chunk (one per group, in group order).
     pub results: Vec<SearchHit>,
+    /// With `group_by`: the groups, in rank order (`results[i]` is `groups[i].hits[0]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<SearchGroup>>,
+    /// The `offset` of this page.
+    pub offset: usize,
+    /// The `offset` of the next page, or `null` when this page is the last.
+    pub next_offset: Option<usize>,
     pub mode: Mode,
     /// The preset used.
     pub context_type: String,

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use cairn::config::Backend;
-use cairn::search::Mode;
+use cairn::search::{GroupBy, Mode};
 
 #[derive(Parser)]
 #[command(
@@ -194,6 +194,16 @@ pub struct SearchArgs {
     /// Re-rank the top hits with the cross-encoder (models.reranker).
     #[arg(long)]
     pub rerank: bool,
+    /// Skip this many results (or groups): the next page.
+    #[arg(long, default_value_t = 0)]
+    pub offset: usize,
+    /// Collapse the results: none, source (one per document), or metadata.KEY; unset: the
+    /// config's `search.group_by`.
+    #[arg(long, value_name = "BY")]
+    pub group_by: Option<GroupBy>,
+    /// Chunks shown per group (1 to 10; default `search.group_size`).
+    #[arg(long, value_name = "N")]
+    pub group_size: Option<usize>,
 }
 
 #[derive(Args)]
@@ -244,6 +254,10 @@ pub struct EvalArgs {
     /// config's `search.presets`).
     #[arg(long, value_name = "T")]
     pub context_type: Option<String>,
+    /// Collapse each search's results (`"group_by"`): none, source, or metadata.KEY; unset:
+    /// the config's `search.group_by`.
+    #[arg(long, value_name = "BY")]
+    pub group_by: Option<GroupBy>,
     /// Also write the top 100 documents of every query to this file as a TREC run
     /// (`qid Q0 doc rank score tag`); needs a single `--mode`.
     #[arg(long, value_name = "FILE")]

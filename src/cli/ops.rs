@@ -107,6 +107,7 @@ pub async fn eval(config: Config, reuse: bool, a: EvalArgs) -> Result<ExitCode, 
         rerank: a.rerank,
         use_graph: a.use_graph,
         context_type: a.context_type.clone(),
+        group_by: a.group_by.clone(),
     };
     let (dataset, split, mode, json) = (
         a.dataset.as_path(),
@@ -181,13 +182,14 @@ pub async fn eval(config: Config, reuse: bool, a: EvalArgs) -> Result<ExitCode, 
             say!("{}", serde_json::to_string(&r)?);
         } else {
             say!(
-                "{:<8} queries {}  nDCG@10 {:.4}  R@10 {:.4}  R@100 {:.4}  MRR@10 {:.4}  latency p50 {:.1} ms p95 {:.1} ms",
+                "{:<8} queries {}  nDCG@10 {:.4}  R@10 {:.4}  R@100 {:.4}  MRR@10 {:.4}  documents in the top 10 (median) {}  latency p50 {:.1} ms p95 {:.1} ms",
                 o.label(),
                 r.queries,
                 r.ndcg_at_10,
                 r.recall_at_10,
                 r.recall_at_100,
                 r.mrr_at_10,
+                r.distinct_docs_at_10,
                 r.latency_ms.p50,
                 r.latency_ms.p95
             );

@@ -40,6 +40,9 @@ pub async fn search(config: Config, a: SearchArgs) -> Result<ExitCode, Error> {
         context_type: a.context_type,
         use_graph: a.use_graph.then_some(true),
         rerank: a.rerank,
+        offset: Some(a.offset),
+        group_by: a.group_by,
+        group_size: a.group_size,
         ..Default::default()
     };
     let resp = cairn.search(req).await?;
@@ -51,20 +54,11 @@ pub async fn search(config: Config, a: SearchArgs) -> Result<ExitCode, Error> {
         say!("no results");
     }
     for (i, h) in resp.results.iter().enumerate() {
-        let mut loc = String::new();
-        if let Some(p) = h.page {
-            loc.push_str(&format!(" p.{p}"));
-        }
-        if let Some(s) = &h.section {
-            loc.push_str(&format!(" § {s}"));
-        }
         say!(
-            "{:>2}. [{:.4}] {}{}  ({})",
-            i + 1,
+            "{:>2}. [{:.4}] {}",
+            resp.offset + i + 1,
             h.score,
-            h.title,
-            loc,
-            h.external_id
+            hit_line(h)
         );
         say!("    {}", plain_snippet(&h.snippet));
         if let Some(e) = &h.scores {
@@ -76,9 +70,34 @@ pub async fn search(config: Config, a: SearchArgs) -> Result<ExitCode, Error> {
                 e.vector_rank
             );
         }
+        let more = resp.groups.as_ref().map_or(&[][..], |g| &g[i].hits[1..]);
+        for m in more {
+            say!("      + [{:.4}] {}", m.score, hit_line(m));
+            say!("        {}", plain_snippet(&m.snippet));
+        }
     }
-    say!("{} results in {:.1} ms", resp.results.len(), resp.took_ms);
+    let what = if resp.groups.is_some() {
+        "groups"
+    } else {
+        "results"
+    };
+    say!("{} {what} in {:.1} ms", resp.results.len(), resp.took_ms);
+    if let Some(next) = resp.next_offset {
+        say!("more: --offset {next}");
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A hit's title, page or section, and external id.
+fn hit_line(h: &cairn::search::SearchHit) -> String {
+    let mut loc = String::new();
+    if let Some(p) = h.page {
+        loc.push_str(&format!(" p.{p}"));
+    }
+    if let Some(s) = &h.section {
+        loc.push_str(&format!(" § {s}"));
+    }
+    format!("{}{}  ({})", h.title, loc, h.external_id)
 }
 
 pub async fn concepts(config: Config, query: &str, limit: usize) -> Result<ExitCode, Error> {

@@ -91,6 +91,14 @@ async fn each_handler_maps_its_errors_to_the_table() {
     );
     assert_error(search(r#"{"query": "#).await, Code::MalformedJson);
     assert_error(
+        search(r#"{"query": "x", "group_by": "title"}"#).await,
+        Code::InvalidRequest,
+    );
+    assert_error(
+        search(r#"{"query": "x", "offset": 995, "limit": 10}"#).await,
+        Code::InvalidRequest,
+    );
+    assert_error(
         search(r#"{"query": "x", "rerank": true}"#).await,
         Code::RerankerUnavailable,
     );

@@ -10,8 +10,11 @@ use std::time::Instant;
 use tracing::Instrument;
 
 use super::fuse::{fuse, Fused, HitLists};
-use super::plan::{mmr_window, plan, Capabilities, Plan};
-use super::{rrf, Explain, SearchHit, SearchRequest, SearchResponse, SearchTiming};
+use super::group::{group, page};
+use super::plan::{plan, Capabilities, Plan, MMR_WINDOW};
+use super::{
+    rrf, Explain, GroupBy, SearchGroup, SearchHit, SearchRequest, SearchResponse, SearchTiming,
+};
 use crate::blocking;
 use crate::error::{Error, Result};
 use crate::service::Cairn;
@@ -19,7 +22,7 @@ use crate::store::keyword::KeywordHit;
 use crate::store::snippet::Snippets;
 use crate::store::{ChunkRecord, Filters};
 
-/// What the retrievers found.
+/// What the retrievers found at one depth.
 struct Retrieved {
     keyword: Vec<KeywordHit>,
     snippets: Option<Snippets>,
@@ -27,7 +30,32 @@ struct Retrieved {
     vector_rows: Vec<ChunkRecord>,
     graph: Vec<(String, f32)>,
     expansion: Option<Vec<crate::graph::Expansion>>,
+    /// The query's embedding, kept for a deeper retrieval.
+    qvec: Option<Arc<Vec<f32>>>,
     timing: SearchTiming,
+}
+
+impl Retrieved {
+    /// Whether a list that ran came back `depth` long: a deeper retrieval could add hits.
+    fn full(&self, plan: &Plan, depth: usize) -> bool {
+        (plan.keyword && self.keyword.len() >= depth)
+            || (plan.vector && self.vector.len() >= depth)
+            || (plan.use_graph && self.graph.len() >= depth)
+    }
+}
+
+/// The fused ranking with the rows (and group keys) of the hits that need them.
+struct Gathered {
+    ranked: Vec<(String, f32)>,
+    explain: HashMap<String, Explain>,
+    chunks: HashMap<String, ChunkRecord>,
+    /// Each ranked chunk's group key (grouped searches only).
+    keys: HashMap<String, Option<String>>,
+    snippets: Option<Snippets>,
+    expansion: Option<Vec<crate::graph::Expansion>>,
+    timing: SearchTiming,
+    /// The depth the retrievers went to.
+    depth: usize,
 }
 
 impl Cairn {
@@ -56,6 +84,8 @@ impl Cairn {
             "search",
             mode = plan.mode.as_str(),
             limit = plan.limit,
+            offset = plan.offset,
+            grouped = plan.group.is_some(),
             context_type = %plan.preset,
             use_graph = plan.use_graph,
             rerank = plan.rerank
@@ -72,46 +102,35 @@ impl Cairn {
         explain_on: bool,
         started: Instant,
     ) -> Result<SearchResponse> {
-        let mut found = self.retrieve(&plan, filters).await?;
-        let fusion_started = Instant::now();
-        let fusion_span = tracing::info_span!("fusion").entered();
-        let lists = hit_lists(&plan, &mut found);
-        let Fused {
-            mut ranked,
-            mut explain,
-        } = fuse(&lists, &plan);
-        let mut chunks: HashMap<String, ChunkRecord> = HashMap::new();
-        for h in std::mem::take(&mut found.keyword) {
-            chunks.entry(h.chunk.chunk_id.clone()).or_insert(h.chunk);
-        }
-        for c in std::mem::take(&mut found.vector_rows) {
-            chunks.entry(c.chunk_id.clone()).or_insert(c);
-        }
-        drop(fusion_span);
-        // Rows the retrievers did not return (vector hits from the in-memory index, graph
-        // hits) are read, with the filters, only if they rank high enough.
-        self.fetch_missing(&mut ranked, &mut chunks, plan.need, filters)
-            .await?;
+        let mut g = self.gather(&plan, filters).await?;
+        let after = Instant::now();
         if plan.rerank {
             let t = Instant::now();
-            ranked = self
-                .rerank(&plan.query, ranked, &chunks, &mut explain)
+            g.ranked = self
+                .rerank(
+                    &plan.query,
+                    std::mem::take(&mut g.ranked),
+                    &g.chunks,
+                    &mut g.explain,
+                )
                 .instrument(tracing::info_span!("rerank"))
                 .await?;
-            found.timing.rerank_ms = ms_since(t);
+            g.timing.rerank_ms = ms_since(t);
         }
         if plan.mmr_lambda < 1.0 {
-            ranked = self
-                .diversify(ranked, plan.mmr_lambda, plan.limit, &mut explain)
+            let ranked = std::mem::take(&mut g.ranked);
+            g.ranked = self
+                .diversify(ranked, plan.mmr_lambda, &mut g.explain)
                 .await?;
         }
-        let results = self.shape(&plan, ranked, chunks, explain, &found, explain_on);
-        let mut timing = found.timing;
-        timing.fusion_ms = ms_since(fusion_started) - timing.rerank_ms;
+        let (results, groups, next_offset) = self.shape(&plan, &g, explain_on);
+        let mut timing = std::mem::take(&mut g.timing);
+        timing.fusion_ms += ms_since(after) - timing.rerank_ms;
         let timing = record_stages(timing);
         let took_ms = ms_since(started);
         tracing::info!(
             results = results.len(),
+            depth = g.depth,
             took_ms,
             embed_ms = timing.embed_ms,
             keyword_ms = timing.keyword_ms,
@@ -123,23 +142,131 @@ impl Cairn {
         );
         Ok(SearchResponse {
             results,
+            groups,
+            offset: plan.offset,
+            next_offset,
             mode: plan.mode,
             context_type: plan.preset,
-            concepts: found.expansion,
+            concepts: g.expansion,
             reranked: plan.rerank,
             took_ms,
             timing,
         })
     }
 
+    /// Retrieves, fuses and reads the rows the page needs; when the ranking is too short for
+    /// the page (or its groups) and a list came back full, retrieves twice as deep (the query
+    /// is embedded once) — the tiered fusion keeps what was ranked in place.
+    async fn gather(&self, plan: &Plan, filters: &Filters) -> Result<Gathered> {
+        let mut depth = plan.depth;
+        let mut qvec = None;
+        let mut timing = SearchTiming::default();
+        loop {
+            let mut found = self.retrieve(plan, depth, qvec.take(), filters).await?;
+            add_timing(&mut timing, &found.timing);
+            let t = Instant::now();
+            let full = found.full(plan, depth);
+            let fusion_span = tracing::info_span!("fusion", depth).entered();
+            let lists = hit_lists(plan, &mut found);
+            let Fused {
+                mut ranked,
+                explain,
+            } = fuse(&lists, plan);
+            let mut chunks: HashMap<String, ChunkRecord> = HashMap::new();
+            for h in std::mem::take(&mut found.keyword) {
+                chunks.entry(h.chunk.chunk_id.clone()).or_insert(h.chunk);
+            }
+            for c in std::mem::take(&mut found.vector_rows) {
+                chunks.entry(c.chunk_id.clone()).or_insert(c);
+            }
+            drop(fusion_span);
+            // Rows the retrievers did not return (vector hits from the in-memory index, graph
+            // hits) are read, with the filters, only if they rank high enough — all of them
+            // when grouping, which needs every candidate's key.
+            let need = match plan.group {
+                Some(_) => ranked.len(),
+                None => plan.need,
+            };
+            self.fetch_missing(&mut ranked, &mut chunks, need, filters)
+                .await?;
+            let keys = self.group_keys(plan, &ranked, &chunks).await?;
+            let enough = ranked.len() >= plan.need
+                && (plan.group.is_none() || distinct(&keys) > plan.window());
+            timing.fusion_ms += ms_since(t);
+            match plan.deeper(depth) {
+                Some(d) if full && !enough => {
+                    depth = d;
+                    qvec = found.qvec;
+                }
+                _ => {
+                    return Ok(Gathered {
+                        ranked,
+                        explain,
+                        chunks,
+                        keys,
+                        snippets: found.snippets,
+                        expansion: found.expansion,
+                        timing,
+                        depth,
+                    })
+                }
+            }
+        }
+    }
+
+    /// Each ranked chunk's group key: its source, or its source's metadata value for the key
+    /// (several values of an array joined by `,`; `None` without the key).
+    async fn group_keys(
+        &self,
+        plan: &Plan,
+        ranked: &[(String, f32)],
+        chunks: &HashMap<String, ChunkRecord>,
+    ) -> Result<HashMap<String, Option<String>>> {
+        let Some(grouping) = &plan.group else {
+            return Ok(HashMap::new());
+        };
+        let rows = ranked.iter().filter_map(|(id, _)| chunks.get(id));
+        let GroupBy::Metadata(key) = &grouping.by else {
+            return Ok(rows
+                .map(|c| (c.chunk_id.clone(), Some(c.source_id.clone())))
+                .collect());
+        };
+        let mut ids: Vec<String> = rows.clone().map(|c| c.source_id.clone()).collect();
+        ids.sort();
+        ids.dedup();
+        let values: HashMap<String, Option<String>> = self
+            .store
+            .get_sources(&ids)
+            .await?
+            .into_iter()
+            .map(|s| {
+                let v = metadata_key(&s.metadata, key);
+                (s.id, v)
+            })
+            .collect();
+        Ok(rows
+            .map(|c| {
+                let v = values.get(&c.source_id).cloned().flatten();
+                (c.chunk_id.clone(), v)
+            })
+            .collect())
+    }
+
     /// BM25 and embedding + vector search + graph, concurrently.
-    async fn retrieve(&self, plan: &Plan, filters: &Filters) -> Result<Retrieved> {
+    async fn retrieve(
+        &self,
+        plan: &Plan,
+        depth: usize,
+        qvec: Option<Arc<Vec<f32>>>,
+        filters: &Filters,
+    ) -> Result<Retrieved> {
         // The vector side first: its first poll hands the query to the embedder, which then
         // works while a light keyword search runs here.
         let keyword = self
-            .keyword_side(plan, filters)
+            .keyword_side(plan, depth, filters)
             .instrument(tracing::info_span!("keyword"));
-        let (vector, keyword) = tokio::join!(self.vector_side(plan, filters), keyword);
+        let vector = self.vector_side(plan, depth, qvec, filters);
+        let (vector, keyword) = tokio::join!(vector, keyword);
         let (keyword, snippets, keyword_ms) = keyword?;
         let mut found = vector?;
         found.keyword = keyword;
@@ -151,38 +278,47 @@ impl Cairn {
     async fn keyword_side(
         &self,
         plan: &Plan,
+        k: usize,
         filters: &Filters,
     ) -> Result<(Vec<KeywordHit>, Option<Snippets>, f64)> {
         let t = Instant::now();
         let kw = self.store.keywords().clone();
         let boost = self.config.search.title_boost;
-        let (hits, snippets) = match plan.keyword_k {
+        let (hits, snippets) = match plan.keyword {
             // A light search runs here: the hand-off to a blocking thread and back would cost
             // more than the search.
-            Some(k) => match kw.prepare(&plan.query, filters, boost) {
+            true => match kw.prepare(&plan.query, filters, boost) {
                 None => (Vec::new(), None),
                 Some(s) if s.is_light() => kw.run(s, k)?,
                 Some(s) => blocking(move || kw.run(s, k)).await??,
             },
-            None => (Vec::new(), kw.snippets(&plan.query, boost)),
+            false => (Vec::new(), kw.snippets(&plan.query, boost)),
         };
         Ok((hits, snippets, ms_since(t)))
     }
 
-    /// The query's embedding, then nearest neighbours and the graph's list concurrently.
-    async fn vector_side(&self, plan: &Plan, filters: &Filters) -> Result<Retrieved> {
+    /// The query's embedding (unless `cached`), then nearest neighbours and the graph's list
+    /// concurrently, `k` deep.
+    async fn vector_side(
+        &self,
+        plan: &Plan,
+        k: usize,
+        cached: Option<Arc<Vec<f32>>>,
+        filters: &Filters,
+    ) -> Result<Retrieved> {
         let t = Instant::now();
-        let v = match plan.embed {
-            true => Some(
+        let embeds = plan.embed && cached.is_none();
+        let v = match (plan.embed, cached) {
+            (true, None) => Some(
                 self.embed_query(&plan.query)
                     .instrument(tracing::info_span!("embed"))
                     .await?,
             ),
-            false => None,
+            (_, cached) => cached,
         };
-        let embed_ms = if plan.embed { ms_since(t) } else { 0.0 };
+        let embed_ms = if embeds { ms_since(t) } else { 0.0 };
         let neighbours = async {
-            let (Some(v), Some(k)) = (&v, plan.vector_k) else {
+            let Some(v) = v.as_ref().filter(|_| plan.vector) else {
                 return Ok::<_, Error>((Vec::new(), Vec::new(), 0.0));
             };
             let t = Instant::now();
@@ -199,7 +335,7 @@ impl Cairn {
             }
             let t = Instant::now();
             let (expansion, scored) = self
-                .graph_candidates(plan, v.clone(), filters)
+                .graph_candidates(plan, k, v.clone(), filters)
                 .instrument(tracing::info_span!("graph"))
                 .await?;
             Ok((Some(expansion), scored, ms_since(t)))
@@ -214,6 +350,7 @@ impl Cairn {
             vector_rows,
             graph,
             expansion,
+            qvec: v,
             timing: SearchTiming {
                 embed_ms,
                 vector_ms,
@@ -229,6 +366,7 @@ impl Cairn {
     async fn graph_candidates(
         &self,
         plan: &Plan,
+        k: usize,
         qvec: Option<Arc<Vec<f32>>>,
         filters: &Filters,
     ) -> Result<(Vec<crate::graph::Expansion>, Vec<(String, f32)>)> {
@@ -247,7 +385,7 @@ impl Cairn {
             },
             min_weight: cfg.expand_min_weight,
         };
-        let (q, k) = (plan.query.clone(), plan.k);
+        let q = plan.query.clone();
         let sources: Option<HashSet<String>> =
             (!filters.source_ids.is_empty()).then(|| filters.source_ids.iter().cloned().collect());
         blocking(move || {
@@ -363,15 +501,14 @@ impl Cairn {
         )
     }
 
-    /// MMR over the top [`mmr_window`] hits with the chunks' stored vectors.
+    /// MMR over the top [`MMR_WINDOW`] hits with the chunks' stored vectors.
     async fn diversify(
         &self,
         ranked: Vec<(String, f32)>,
         lambda: f32,
-        limit: usize,
         explain: &mut HashMap<String, Explain>,
     ) -> Result<Vec<(String, f32)>> {
-        let m = mmr_window(limit).min(ranked.len());
+        let m = MMR_WINDOW.min(ranked.len());
         if m < 2 {
             return Ok(ranked);
         }
@@ -403,42 +540,77 @@ impl Cairn {
         Ok(out)
     }
 
-    /// The first `limit` ranked hits with their rows, snippets and (when asked) explanations.
+    /// The page: ranked hits (or groups) `offset .. offset + limit` with their rows, snippets
+    /// and (when asked) explanations, and the next page's offset.
     fn shape(
         &self,
         plan: &Plan,
-        ranked: Vec<(String, f32)>,
-        mut chunks: HashMap<String, ChunkRecord>,
-        mut explain: HashMap<String, Explain>,
-        found: &Retrieved,
+        g: &Gathered,
         explain_on: bool,
-    ) -> Vec<SearchHit> {
-        let max_chars = self.config.search.snippet_chars;
-        ranked
-            .into_iter()
-            .take(plan.limit)
-            .filter_map(|(id, score)| {
-                let c = chunks.remove(&id)?;
-                let e = explain.remove(&id).unwrap_or_default();
-                let snippet = make_snippet(found.snippets.as_ref(), &c.text, max_chars);
-                Some(SearchHit {
-                    chunk_id: c.chunk_id,
-                    source_id: c.source_id,
-                    external_id: c.external_id,
-                    title: c.title,
-                    text: c.text,
-                    snippet,
-                    score,
-                    page: c.page,
-                    section: (!c.section.is_empty()).then_some(c.section),
-                    ordinal: c.ordinal,
-                    char_start: c.char_start,
-                    char_end: c.char_end,
-                    scores: explain_on.then_some(e),
-                })
+    ) -> (Vec<SearchHit>, Option<Vec<SearchGroup>>, Option<usize>) {
+        let hit = |(id, score): &(String, f32)| {
+            let c = g.chunks.get(id)?;
+            let snippet = make_snippet(
+                g.snippets.as_ref(),
+                &c.text,
+                self.config.search.snippet_chars,
+            );
+            Some(SearchHit {
+                chunk_id: c.chunk_id.clone(),
+                source_id: c.source_id.clone(),
+                external_id: c.external_id.clone(),
+                title: c.title.clone(),
+                text: c.text.clone(),
+                snippet,
+                score: *score,
+                page: c.page,
+                section: (!c.section.is_empty()).then(|| c.section.clone()),
+                ordinal: c.ordinal,
+                char_start: c.char_start,
+                char_end: c.char_end,
+                scores: explain_on.then(|| g.explain.get(id).cloned().unwrap_or_default()),
             })
-            .collect()
+        };
+        let Some(grouping) = &plan.group else {
+            let (ranked, next) = page(g.ranked.clone(), plan.offset, plan.limit);
+            return (ranked.iter().filter_map(hit).collect(), None, next);
+        };
+        let all = group(&g.ranked, |id| g.keys.get(id).cloned(), grouping.size);
+        let (groups, next) = page(all, plan.offset, plan.limit);
+        let groups: Vec<SearchGroup> = groups
+            .into_iter()
+            .map(|x| SearchGroup {
+                score: x.hits[0].1,
+                key: x.key,
+                hits: x.hits.iter().filter_map(hit).collect(),
+            })
+            .collect();
+        let results = groups.iter().map(|x| x.hits[0].clone()).collect();
+        (results, Some(groups), next)
     }
+}
+
+/// The number of distinct group keys.
+fn distinct(keys: &HashMap<String, Option<String>>) -> usize {
+    keys.values().collect::<HashSet<_>>().len()
+}
+
+/// A source's value for a metadata key as a group key: a scalar as printed, an array's scalars
+/// joined by `,`; `None` when the source lacks the key (or holds no scalar under it).
+fn metadata_key(meta: &serde_json::Map<String, serde_json::Value>, key: &str) -> Option<String> {
+    let one = serde_json::Map::from_iter([(key.to_string(), meta.get(key)?.clone())]);
+    let values: Vec<String> = crate::store::meta_terms(&one)
+        .into_iter()
+        .map(|t| t[key.len() + 1..].to_string())
+        .collect();
+    (!values.is_empty()).then(|| values.join(","))
+}
+
+fn add_timing(total: &mut SearchTiming, t: &SearchTiming) {
+    total.embed_ms += t.embed_ms;
+    total.keyword_ms += t.keyword_ms;
+    total.vector_ms += t.vector_ms;
+    total.graph_ms += t.graph_ms;
 }
 
 /// The retrievers' hits as fusion's lists (the phrase list only when it has a weight); the

@@ -1,7 +1,13 @@
 //! Fusion: from the retrievers' ranked lists and the plan to one ranking, with every hit's
 //! explanation (its score and rank in each list). Pure: no store, no model.
+//!
+//! Hybrid fusion is tiered so that pages stay stable: RRF over the lists' top `plan.k` ranks
+//! first; then RRF over their top `2k` appends the hits that tier adds, then `4k`, and so on.
+//! A retrieval twice as deep therefore only appends to the ranking: page 3, which needed the
+//! deeper lists, never reorders what page 1 showed. (One RRF over the deepest lists would:
+//! a hit at rank 150 of one list gains score there and can overtake a page-1 hit.)
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::plan::Plan;
 use super::{rrf, Explain, Mode};
@@ -28,22 +34,12 @@ pub struct Fused {
     pub explain: HashMap<String, Explain>,
 }
 
-/// Fuses the lists as the plan says: weighted RRF over the four lists in hybrid mode, else the
-/// one retriever's own order.
+/// Fuses the lists as the plan says: tiered weighted RRF over the four lists in hybrid mode,
+/// else the one retriever's own order.
 pub fn fuse(lists: &HitLists, plan: &Plan) -> Fused {
     let explain = explain(lists);
-    let ids = |l: &[(String, f32)]| -> Vec<String> { l.iter().map(|(id, _)| id.clone()).collect() };
-    let w = plan.weights;
     let mut ranked: Vec<(String, f32)> = match plan.mode {
-        Mode::Hybrid => rrf(
-            &[
-                (&ids(&lists.keyword), w.keyword),
-                (&ids(&lists.vector), w.vector),
-                (&ids(&lists.graph), w.graph),
-                (&lists.phrase, w.phrase),
-            ],
-            plan.rrf_k,
-        ),
+        Mode::Hybrid => tiered(lists, plan),
         Mode::Keyword => first_scores(&lists.keyword, &explain, |e| e.bm25.unwrap_or(0.0)),
         Mode::Vector => first_scores(&lists.vector, &explain, |e| {
             1.0 - e.vector_distance.unwrap_or(1.0)
@@ -56,6 +52,55 @@ pub fn fuse(lists: &HitLists, plan: &Plan) -> Fused {
         }
     }
     Fused { ranked, explain }
+}
+
+/// Tier after tier (depth `k`, `2k`, … until every list is covered), the RRF ranking of the
+/// lists cut at that depth, each tier appending the ids the earlier ones lacked. Scores are
+/// capped so that they never increase down the ranking.
+fn tiered(lists: &HitLists, plan: &Plan) -> Vec<(String, f32)> {
+    let deepest = lists
+        .keyword
+        .len()
+        .max(lists.vector.len())
+        .max(lists.graph.len());
+    let w = plan.weights;
+    let mut out: Vec<(String, f32)> = Vec::new();
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut cap = f32::INFINITY;
+    let mut depth = plan.k.max(1);
+    loop {
+        let ids = |l: &[(String, f32)]| -> Vec<String> {
+            l.iter().take(depth).map(|(id, _)| id.clone()).collect()
+        };
+        let keyword = ids(&lists.keyword);
+        // Phrase hits are BM25 hits: a tier holds those within its BM25 depth.
+        let kept: HashSet<&String> = keyword.iter().collect();
+        let phrase: Vec<String> = lists
+            .phrase
+            .iter()
+            .filter(|id| kept.contains(id))
+            .cloned()
+            .collect();
+        let tier = rrf(
+            &[
+                (&keyword, w.keyword),
+                (&ids(&lists.vector), w.vector),
+                (&ids(&lists.graph), w.graph),
+                (&phrase, w.phrase),
+            ],
+            plan.rrf_k,
+        );
+        for (id, score) in tier {
+            if seen.insert(id.clone()) {
+                cap = cap.min(score);
+                out.push((id, cap));
+            }
+        }
+        if depth >= deepest {
+            return out;
+        }
+        depth *= 2;
+    }
 }
 
 /// A lone retriever's list, scored by what the explanation kept of its first occurrence.
@@ -152,6 +197,33 @@ mod tests {
         let v = fuse(&lists(), &planned(Mode::Vector));
         assert_eq!(v.ranked[0].0, "b");
         assert!((v.ranked[1].1 - 0.7).abs() < 1e-6);
+    }
+
+    #[test]
+    fn deeper_lists_only_append_to_the_first_tier() {
+        let mut p = planned(Mode::Hybrid);
+        p.k = 2;
+        // `d` ranks 3rd in both lists: one RRF over both would put it above `b` and `c`
+        // (each in one list only); the first tier (depth 2) has already ranked them.
+        let l = HitLists {
+            keyword: list(&[("a", 3.0), ("b", 2.0), ("d", 1.0)]),
+            vector: list(&[("a", 0.1), ("c", 0.2), ("d", 0.3)]),
+            ..Default::default()
+        };
+        let f = fuse(&l, &p);
+        let order: Vec<&str> = f.ranked.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(order, ["a", "b", "c", "d"]);
+        for w in f.ranked.windows(2) {
+            assert!(w[0].1 >= w[1].1);
+        }
+        // The first tier alone is the same prefix.
+        let short = HitLists {
+            keyword: l.keyword[..2].to_vec(),
+            vector: l.vector[..2].to_vec(),
+            ..Default::default()
+        };
+        assert_eq!(fuse(&short, &p).ranked[..], f.ranked[..3]);
+        assert_eq!(f.explain["d"].fused, f.ranked[3].1);
     }
 
     #[test]

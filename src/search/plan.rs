@@ -9,10 +9,26 @@
 use crate::config::SearchConfig;
 use crate::error::{Code, Error, Result};
 
-use super::{Mode, SearchRequest};
+use super::{GroupBy, Mode, SearchRequest};
 
 /// Longest query, in characters.
 pub const MAX_QUERY_CHARS: usize = 4096;
+
+/// The deepest result a page may reach (`offset + limit`), unless the caller's own limit is
+/// higher (evaluation).
+pub const MAX_WINDOW: usize = 1000;
+
+/// Most chunks per group.
+pub const MAX_GROUP_SIZE: usize = 10;
+
+/// How the ranking is collapsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grouping {
+    /// `Source` or `Metadata(key)`, never `None`.
+    pub by: GroupBy,
+    /// Chunks kept per group.
+    pub size: usize,
+}
 
 /// What the server has installed, as far as planning needs to know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,8 +54,12 @@ pub struct Plan {
     /// The query, trimmed.
     pub query: String,
     pub mode: Mode,
-    /// Results returned.
+    /// Results (or groups) returned.
     pub limit: usize,
+    /// Results (or groups) skipped.
+    pub offset: usize,
+    /// Collapse the ranking into groups.
+    pub group: Option<Grouping>,
     /// The preset's name.
     pub preset: String,
     pub weights: ListWeights,
@@ -51,23 +71,29 @@ pub struct Plan {
     pub mmr_lambda: f32,
     /// The cross-encoder re-scores the top `rerank_candidates`.
     pub rerank: bool,
-    /// Candidates each retriever contributes to fusion, and the graph's list length.
+    /// The first fusion tier's depth: hybrid fusion ranks the retrievers' top `k` first, then
+    /// appends what their top `2k`, `4k`, … add (see `search::fuse`), so that a deeper
+    /// retrieval never reorders what a shallower one ranked.
     pub k: usize,
-    /// Ranked hits that need their rows: the results, and what rerank or MMR looks at.
+    /// Ranked hits that need their rows: the page, one more (is there a next page?), and what
+    /// rerank or MMR looks at.
     pub need: usize,
-    /// BM25 depth; `None` when BM25 does not run (its snippet maker is still prepared).
-    pub keyword_k: Option<usize>,
-    /// Nearest-neighbour depth; `None` when vector retrieval does not run.
-    pub vector_k: Option<usize>,
+    /// BM25 runs (when it does not, its snippet maker is still prepared).
+    pub keyword: bool,
+    /// Nearest-neighbour retrieval runs.
+    pub vector: bool,
+    /// How deep the retrievers (and the graph's list) fetch first.
+    pub depth: usize,
+    /// How deep they may fetch when the first depth did not fill the page (groups of long
+    /// sources, filtered-out hits).
+    pub max_depth: usize,
     /// The query is embedded (for vector retrieval or graph expansion).
     pub embed: bool,
     pub rrf_k: f32,
 }
 
-/// The hits MMR re-orders: the top `3 × limit`, at most 100.
-pub fn mmr_window(limit: usize) -> usize {
-    (3 * limit).min(100)
-}
+/// The hits MMR re-orders: the top 30, whatever the page (so that pages of any size agree).
+pub const MMR_WINDOW: usize = 30;
 
 /// Plans a search, refusing what cannot run (in this order: the query, the limit, the filters,
 /// the preset,
@@ -93,9 +119,34 @@ pub fn plan(
             "limit must be between 1 and {max_limit}"
         )));
     }
+    let offset = req.offset.unwrap_or(0);
+    let max_window = MAX_WINDOW.max(max_limit);
+    if offset + limit > max_window {
+        return Err(Error::InvalidInput(format!(
+            "offset + limit must be at most {max_window}"
+        )));
+    }
+    let group = grouping(req, cfg)?;
     req.filters.validate().map_err(Error::InvalidInput)?;
     let stages = stages(req, cfg, caps)?;
-    Ok(sized(query, limit, stages, cfg))
+    Ok(sized(query, (offset, limit), group, stages, cfg))
+}
+
+/// The request's grouping, or the configured default.
+fn grouping(req: &SearchRequest, cfg: &SearchConfig) -> Result<Option<Grouping>> {
+    let size = req.group_size.unwrap_or(cfg.group_size);
+    if size == 0 || size > MAX_GROUP_SIZE {
+        return Err(Error::InvalidInput(format!(
+            "group_size must be between 1 and {MAX_GROUP_SIZE}"
+        )));
+    }
+    Ok(match req.group_by.as_ref().unwrap_or(&cfg.group_by) {
+        GroupBy::None => None,
+        by => Some(Grouping {
+            by: by.clone(),
+            size,
+        }),
+    })
 }
 
 /// The preset's choices, with the request's overrides, validated.
@@ -189,25 +240,35 @@ fn stages(req: &SearchRequest, cfg: &SearchConfig, caps: Capabilities) -> Result
 }
 
 /// The fetch sizes of validated stages.
-fn sized(query: String, limit: usize, s: Stages, cfg: &SearchConfig) -> Plan {
-    let k = cfg.candidates.max(limit * 2);
+fn sized(
+    query: String,
+    (offset, limit): (usize, usize),
+    group: Option<Grouping>,
+    s: Stages,
+    cfg: &SearchConfig,
+) -> Plan {
+    let k = cfg.candidates;
     let rerank_need = if s.rerank { cfg.rerank_candidates } else { 0 };
-    let mmr_need = if s.mmr_lambda < 1.0 {
-        mmr_window(limit)
-    } else {
-        0
-    };
-    let need = limit.max(rerank_need).max(mmr_need);
-    // Without fusion a retriever's own top `need` is the answer.
-    let single = need.min(k);
+    let mmr_need = if s.mmr_lambda < 1.0 { MMR_WINDOW } else { 0 };
+    let need = (offset + limit + 1).max(rerank_need).max(mmr_need);
     let (mode, w) = (s.mode, s.weights);
-    let run_keyword = mode != Mode::Vector && (mode == Mode::Keyword || w.keyword > 0.0);
-    let run_vector = mode != Mode::Keyword && (mode == Mode::Vector || w.vector > 0.0);
-    let depth = |alone: bool| if alone { single } else { k };
+    let keyword = mode != Mode::Vector && (mode == Mode::Keyword || w.keyword > 0.0);
+    let vector = mode != Mode::Keyword && (mode == Mode::Vector || w.vector > 0.0);
+    let depth = match (mode, &group) {
+        // Without fusion a retriever's own top `need` is the answer.
+        (Mode::Keyword | Mode::Vector, None) => need,
+        (Mode::Keyword | Mode::Vector, Some(_)) => k.max(need),
+        // The first fusion tier deep enough to rank `need` hits.
+        (Mode::Hybrid, _) => std::iter::successors(Some(k), |d| Some(d * 2))
+            .find(|d| *d >= need)
+            .unwrap_or(k),
+    };
     Plan {
         query,
         mode,
         limit,
+        offset,
+        group,
         preset: s.preset,
         weights: w,
         use_graph: s.use_graph,
@@ -216,10 +277,25 @@ fn sized(query: String, limit: usize, s: Stages, cfg: &SearchConfig) -> Plan {
         rerank: s.rerank,
         k,
         need,
-        keyword_k: run_keyword.then(|| depth(mode == Mode::Keyword)),
-        vector_k: run_vector.then(|| depth(mode == Mode::Vector)),
-        embed: run_vector || (s.use_graph && s.expand),
+        keyword,
+        vector,
+        depth,
+        max_depth: cfg.max_candidates.max(depth),
+        embed: vector || (s.use_graph && s.expand),
         rrf_k: cfg.rrf_k,
+    }
+}
+
+impl Plan {
+    /// The results a page covers: `offset + limit`.
+    pub fn window(&self) -> usize {
+        self.offset + self.limit
+    }
+
+    /// The next retrieval depth after `depth`, if the plan allows one.
+    pub fn deeper(&self, depth: usize) -> Option<usize> {
+        let next = depth * 2;
+        (next <= self.max_depth).then_some(next)
     }
 }
 
@@ -234,6 +310,16 @@ mod tests {
         graph: true,
     };
 
+    /// Fixed sizes and no default grouping, whatever the shipped defaults become.
+    fn cfg() -> SearchConfig {
+        SearchConfig {
+            candidates: 100,
+            max_candidates: 1000,
+            group_by: GroupBy::None,
+            ..Default::default()
+        }
+    }
+
     fn req(query: &str) -> SearchRequest {
         SearchRequest {
             query: query.into(),
@@ -242,22 +328,25 @@ mod tests {
     }
 
     fn planned(r: SearchRequest) -> Plan {
-        plan(&r, &SearchConfig::default(), ALL, 100).unwrap()
+        plan(&r, &cfg(), ALL, 100).unwrap()
     }
 
     fn refused(r: SearchRequest, caps: Capabilities) -> Error {
-        plan(&r, &SearchConfig::default(), caps, 100).unwrap_err()
+        plan(&r, &cfg(), caps, 100).unwrap_err()
     }
 
     #[test]
     fn a_plain_hybrid_search_runs_both_retrievers_at_the_fusion_depth() {
         let p = planned(req("  trail markers "));
         assert_eq!(p.query, "trail markers");
-        assert_eq!((p.limit, p.k, p.need), (10, 100, 10));
+        // The page, and one more to know whether another page follows.
+        assert_eq!((p.limit, p.offset, p.k, p.need), (10, 0, 100, 11));
         assert_eq!(
-            (p.keyword_k, p.vector_k, p.embed),
-            (Some(100), Some(100), true)
+            (p.keyword, p.vector, p.embed, p.depth),
+            (true, true, true, 100)
         );
+        assert_eq!((p.group.clone(), p.max_depth), (None, 1000));
+        assert_eq!((p.deeper(400), p.deeper(800)), (Some(800), None));
         assert_eq!(p.preset, "balanced");
         assert!(!p.use_graph && !p.rerank && p.mmr_lambda == 1.0);
     }
@@ -270,15 +359,74 @@ mod tests {
             ..req("x")
         });
         assert_eq!(
-            (kw.keyword_k, kw.vector_k, kw.embed),
-            (Some(7), None, false)
+            (kw.keyword, kw.vector, kw.embed, kw.depth),
+            (true, false, false, 8)
         );
         assert_eq!(kw.weights.phrase, 0.0);
         let v = planned(SearchRequest {
             mode: Mode::Vector,
             ..req("x")
         });
-        assert_eq!((v.keyword_k, v.vector_k, v.embed), (None, Some(10), true));
+        assert_eq!(
+            (v.keyword, v.vector, v.embed, v.depth),
+            (false, true, true, 11)
+        );
+        // Grouped, a lone retriever fetches the fusion depth: groups need more chunks.
+        let g = planned(SearchRequest {
+            mode: Mode::Keyword,
+            group_by: Some(GroupBy::Source),
+            ..req("x")
+        });
+        assert_eq!(g.depth, 100);
+    }
+
+    #[test]
+    fn pages_and_groups_are_planned_and_bounded() {
+        let p = planned(SearchRequest {
+            offset: Some(190),
+            limit: Some(10),
+            group_by: Some(GroupBy::Metadata("team".into())),
+            group_size: Some(2),
+            ..req("x")
+        });
+        // Hybrid starts at the first fusion tier that ranks the page and one more.
+        assert_eq!((p.window(), p.need, p.k, p.depth), (200, 201, 100, 400));
+        let g = p.group.unwrap();
+        assert_eq!((g.by, g.size), (GroupBy::Metadata("team".into()), 2));
+        // The configured default groups, and a request can turn it off.
+        let cfg = SearchConfig {
+            group_by: GroupBy::Source,
+            ..cfg()
+        };
+        let on = plan(&req("x"), &cfg, ALL, 100).unwrap();
+        assert_eq!(on.group.map(|g| (g.by, g.size)), Some((GroupBy::Source, 3)));
+        let off = SearchRequest {
+            group_by: Some(GroupBy::None),
+            ..req("x")
+        };
+        assert_eq!(plan(&off, &cfg, ALL, 100).unwrap().group, None);
+        for bad in [
+            SearchRequest {
+                offset: Some(991),
+                ..req("x")
+            },
+            SearchRequest {
+                group_size: Some(0),
+                ..req("x")
+            },
+            SearchRequest {
+                group_size: Some(11),
+                ..req("x")
+            },
+        ] {
+            assert_eq!(refused(bad, ALL).code(), Code::InvalidRequest);
+        }
+        assert!("metadata.".parse::<GroupBy>().is_err());
+        assert!("title".parse::<GroupBy>().is_err());
+        assert_eq!(
+            "metadata.team".parse::<GroupBy>(),
+            Ok(GroupBy::Metadata("team".into()))
+        );
     }
 
     #[test]
@@ -287,19 +435,20 @@ mod tests {
             rerank: true,
             ..req("x")
         });
-        assert_eq!(r.need, SearchConfig::default().rerank_candidates);
+        assert_eq!(r.need, cfg().rerank_candidates);
+        assert_eq!(r.depth, 100);
         let b = planned(SearchRequest {
             context_type: Some("building".into()),
             ..req("x")
         });
         assert!(b.mmr_lambda < 1.0 && b.use_graph);
-        assert_eq!(b.need, mmr_window(10));
-        // Fusion depth grows with the limit.
+        assert_eq!(b.need, MMR_WINDOW);
+        // The first tier stays; the first retrieval goes deeper when the page needs it.
         let big = planned(SearchRequest {
-            limit: Some(80),
+            limit: Some(100),
             ..req("x")
         });
-        assert_eq!((big.k, big.need), (160, 80));
+        assert_eq!((big.k, big.need, big.depth), (100, 101, 200));
     }
 
     #[test]
@@ -312,7 +461,7 @@ mod tests {
             weights: Some(w),
             ..req("x")
         });
-        assert_eq!((p.keyword_k, p.vector_k, p.embed), (Some(100), None, false));
+        assert_eq!((p.keyword, p.vector, p.embed), (true, false, false));
     }
 
     #[test]
@@ -426,9 +575,6 @@ mod tests {
             limit: Some(500),
             ..req("x")
         };
-        assert_eq!(
-            plan(&r, &SearchConfig::default(), ALL, 1000).unwrap().limit,
-            500
-        );
+        assert_eq!(plan(&r, &cfg(), ALL, 1000).unwrap().limit, 500);
     }
 }

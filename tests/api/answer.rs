@@ -65,7 +65,7 @@ async fn answers_cite_real_chunks_within_the_context_budget() {
     assert!(!citations.is_empty());
     // Every citation is a real stored chunk of a real source, numbered 1..=n.
     let hits = app
-        .search(json!({"query": QUESTION, "limit": 50}))
+        .search(json!({"query": QUESTION, "limit": 50, "group_by": "none"}))
         .await
         .into_iter()
         .map(|h| h["chunk_id"].as_str().unwrap().to_string())
@@ -196,7 +196,9 @@ async fn the_prompt_never_exceeds_a_small_context() {
         "lowest-ranked chunks dropped: kept {kept}"
     );
     // The kept ones are the best-ranked.
-    let top = app.search(json!({"query": QUESTION, "limit": kept})).await;
+    let top = app
+        .search(json!({"query": QUESTION, "limit": kept, "group_by": "none"}))
+        .await;
     for (c, h) in r["citations"].as_array().unwrap().iter().zip(&top) {
         assert_eq!(c["chunk_id"], h["chunk_id"]);
     }

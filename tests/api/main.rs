@@ -9,6 +9,7 @@ mod crash;
 mod disk;
 mod errors;
 mod graph;
+mod groups;
 mod helpers;
 mod metrics;
 mod openai;

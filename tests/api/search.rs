@@ -209,7 +209,7 @@ async fn ann_index_is_built_past_the_threshold() {
 /// Vector hits with their distances, for one query and filter.
 async fn vector_hits(app: &TestApp, query: &str, filters: serde_json::Value) -> Vec<(String, f64)> {
     app.search(
-        json!({"query": query, "mode": "vector", "limit": 20, "explain": true, "filters": filters}),
+        json!({"query": query, "mode": "vector", "limit": 20, "explain": true, "filters": filters, "group_by": "none"}),
     )
     .await
     .iter()

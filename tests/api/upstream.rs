@@ -322,7 +322,9 @@ async fn without_a_generator_answers_are_the_sources() {
     assert_eq!(r["answer"], Value::Null);
     assert_eq!(r["finish_reason"], "retrieval_only");
     assert_eq!(r["generator"]["backend"], "none");
-    let hits = app.search(json!({"query": Q, "limit": 3})).await;
+    let hits = app
+        .search(json!({"query": Q, "limit": 3, "group_by": "none"}))
+        .await;
     let cited: Vec<&Value> = r["citations"]
         .as_array()
         .unwrap()
