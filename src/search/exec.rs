@@ -10,7 +10,7 @@ use std::time::Instant;
 use tracing::Instrument;
 
 use super::fuse::{fuse, Fused, HitLists};
-use super::group::{group, page};
+use super::group::{group, page, Group};
 use super::plan::{plan, Capabilities, Plan, MMR_WINDOW};
 use super::{
     rrf, Explain, GroupBy, SearchGroup, SearchHit, SearchRequest, SearchResponse, SearchTiming,
@@ -123,7 +123,15 @@ impl Cairn {
                 .diversify(ranked, plan.mmr_lambda, &mut g.explain)
                 .await?;
         }
-        let (results, groups, next_offset) = self.shape(&plan, &g, explain_on);
+        let groups = match &plan.group {
+            Some(grouping) => {
+                let all = group(&g.ranked, |id| g.keys.get(id).cloned(), grouping.size);
+                self.page_rows(&plan, &all, &mut g.chunks, filters).await?;
+                Some(all)
+            }
+            None => None,
+        };
+        let (results, groups, next_offset) = self.shape(&plan, &g, groups, explain_on);
         let mut timing = std::mem::take(&mut g.timing);
         timing.fusion_ms += ms_since(after) - timing.rerank_ms;
         let timing = record_stages(timing);
@@ -181,15 +189,19 @@ impl Cairn {
             }
             drop(fusion_span);
             // Rows the retrievers did not return (vector hits from the in-memory index, graph
-            // hits) are read, with the filters, only if they rank high enough — all of them
-            // when grouping, which needs every candidate's key.
-            let need = match plan.group {
-                Some(_) => ranked.len(),
-                None => plan.need,
-            };
-            self.fetch_missing(&mut ranked, &mut chunks, need, filters)
+            // hits) are read, with the filters, only if they rank high enough; grouping needs
+            // every candidate's source besides.
+            let none = HashMap::new();
+            self.fetch_missing(&mut ranked, &mut chunks, plan.need, filters, &none)
                 .await?;
-            let keys = self.group_keys(plan, &ranked, &chunks).await?;
+            let sources = match plan.group {
+                Some(_) => {
+                    self.candidate_sources(&mut ranked, &mut chunks, filters)
+                        .await?
+                }
+                None => HashMap::new(),
+            };
+            let keys = self.group_keys(plan, &sources).await?;
             let enough = ranked.len() >= plan.need
                 && (plan.group.is_none() || distinct(&keys) > plan.window());
             timing.fusion_ms += ms_since(t);
@@ -214,24 +226,54 @@ impl Cairn {
         }
     }
 
+    /// Every ranked chunk's source, for grouping: from its row, else from the in-memory
+    /// vector copy (which also applies the filters: the chunks they reject leave the
+    /// ranking), else from its row read by id. Reading ~300 rows per grouped search was most
+    /// of grouping's cost; the page's rows are read later ([`Cairn::page_rows`]).
+    async fn candidate_sources(
+        &self,
+        ranked: &mut Vec<(String, f32)>,
+        chunks: &mut HashMap<String, ChunkRecord>,
+        filters: &Filters,
+    ) -> Result<HashMap<String, String>> {
+        let unknown: Vec<String> = ranked
+            .iter()
+            .filter(|(id, _)| !chunks.contains_key(id))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let memory = self.store.memory_sources(&unknown, filters);
+        ranked.retain(|(id, _)| !matches!(memory.get(id), Some(None)));
+        let mut sources: HashMap<String, String> = memory
+            .into_iter()
+            .filter_map(|(id, s)| Some((id, s?)))
+            .collect();
+        self.fetch_missing(ranked, chunks, usize::MAX, filters, &sources)
+            .await?;
+        for (id, _) in ranked.iter() {
+            if let Some(c) = chunks.get(id) {
+                sources.insert(id.clone(), c.source_id.clone());
+            }
+        }
+        Ok(sources)
+    }
+
     /// Each ranked chunk's group key: its source, or its source's metadata value for the key
     /// (several values of an array joined by `,`; `None` without the key).
     async fn group_keys(
         &self,
         plan: &Plan,
-        ranked: &[(String, f32)],
-        chunks: &HashMap<String, ChunkRecord>,
+        sources: &HashMap<String, String>,
     ) -> Result<HashMap<String, Option<String>>> {
         let Some(grouping) = &plan.group else {
             return Ok(HashMap::new());
         };
-        let rows = ranked.iter().filter_map(|(id, _)| chunks.get(id));
         let GroupBy::Metadata(key) = &grouping.by else {
-            return Ok(rows
-                .map(|c| (c.chunk_id.clone(), Some(c.source_id.clone())))
+            return Ok(sources
+                .iter()
+                .map(|(id, s)| (id.clone(), Some(s.clone())))
                 .collect());
         };
-        let mut ids: Vec<String> = rows.clone().map(|c| c.source_id.clone()).collect();
+        let mut ids: Vec<String> = sources.values().cloned().collect();
         ids.sort();
         ids.dedup();
         let values: HashMap<String, Option<String>> = self
@@ -244,12 +286,34 @@ impl Cairn {
                 (s.id, v)
             })
             .collect();
-        Ok(rows
-            .map(|c| {
-                let v = values.get(&c.source_id).cloned().flatten();
-                (c.chunk_id.clone(), v)
-            })
+        Ok(sources
+            .iter()
+            .map(|(id, s)| (id.clone(), values.get(s).cloned().flatten()))
             .collect())
+    }
+
+    /// Reads the rows of the hits the page's groups show that no retriever returned.
+    async fn page_rows(
+        &self,
+        plan: &Plan,
+        groups: &[Group],
+        chunks: &mut HashMap<String, ChunkRecord>,
+        filters: &Filters,
+    ) -> Result<()> {
+        let missing: Vec<String> = groups
+            .iter()
+            .skip(plan.offset)
+            .take(plan.limit)
+            .flat_map(|g| g.hits.iter().map(|(id, _)| id))
+            .filter(|id| !chunks.contains_key(*id))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            for c in self.store.chunks_by_id(missing, filters).await? {
+                chunks.insert(c.chunk_id.clone(), c);
+            }
+        }
+        Ok(())
     }
 
     /// BM25 and embedding + vector search + graph, concurrently.
@@ -397,8 +461,9 @@ impl Cairn {
         .await
     }
 
-    /// Makes sure the first `need` ranked ids have their chunk rows: the missing ones (hits
-    /// only the in-memory vector index or the graph found) are read by id with the request's
+    /// Makes sure the first `need` ranked ids have their chunk rows (except those whose
+    /// source is `known`, already checked against the filters): the missing ones (hits only
+    /// the in-memory vector index or the graph found) are read by id with the request's
     /// filters, and those the filters reject (or no index holds any more) leave the ranking.
     async fn fetch_missing(
         &self,
@@ -406,12 +471,13 @@ impl Cairn {
         chunks: &mut HashMap<String, ChunkRecord>,
         need: usize,
         filters: &Filters,
+        known: &HashMap<String, String>,
     ) -> Result<()> {
         for _ in 0..4 {
             let missing: Vec<String> = ranked
                 .iter()
                 .take(need)
-                .filter(|(id, _)| !chunks.contains_key(id))
+                .filter(|(id, _)| !chunks.contains_key(id) && !known.contains_key(id))
                 .map(|(id, _)| id.clone())
                 .collect();
             if missing.is_empty() {
@@ -546,6 +612,7 @@ impl Cairn {
         &self,
         plan: &Plan,
         g: &Gathered,
+        groups: Option<Vec<Group>>,
         explain_on: bool,
     ) -> (Vec<SearchHit>, Option<Vec<SearchGroup>>, Option<usize>) {
         let hit = |(id, score): &(String, f32)| {
@@ -571,18 +638,22 @@ impl Cairn {
                 scores: explain_on.then(|| g.explain.get(id).cloned().unwrap_or_default()),
             })
         };
-        let Some(grouping) = &plan.group else {
+        let Some(all) = groups else {
             let (ranked, next) = page(g.ranked.clone(), plan.offset, plan.limit);
             return (ranked.iter().filter_map(hit).collect(), None, next);
         };
-        let all = group(&g.ranked, |id| g.keys.get(id).cloned(), grouping.size);
         let (groups, next) = page(all, plan.offset, plan.limit);
+        // A hit without a row (its source deleted meanwhile) is left out, and so is a group
+        // left with none.
         let groups: Vec<SearchGroup> = groups
             .into_iter()
-            .map(|x| SearchGroup {
-                score: x.hits[0].1,
-                key: x.key,
-                hits: x.hits.iter().filter_map(hit).collect(),
+            .filter_map(|x| {
+                let hits: Vec<SearchHit> = x.hits.iter().filter_map(hit).collect();
+                Some(SearchGroup {
+                    score: hits.first()?.score,
+                    key: x.key,
+                    hits,
+                })
             })
             .collect();
         let results = groups.iter().map(|x| x.hits[0].clone()).collect();

@@ -440,9 +440,15 @@ impl Cairn {
         } else {
             self.embed(texts).await?
         };
+        let embedder = self.embedder.clone();
+        let embed_names: crate::store::NameEmbedder = Arc::new(move |names: Vec<String>| {
+            let e = embedder.clone();
+            Box::pin(async move { blocking(move || e.embed(&names)).await? })
+        });
         Ok(crate::store::ConceptWrite {
             mentions,
             vectors: ids.into_iter().zip(vectors).collect(),
+            embed_names: Some(embed_names),
         })
     }
 }

@@ -169,6 +169,22 @@ impl FlatIndex {
         Some(&self.vectors[slot * self.dim..(slot + 1) * self.dim])
     }
 
+    /// For each of `ids` this index holds: its source when it passes `filters`, `None` when
+    /// they reject it. Ids it does not hold are absent.
+    pub fn sources_passing(
+        &self,
+        ids: &[String],
+        filters: &Filters,
+    ) -> HashMap<String, Option<String>> {
+        let pass = Matcher::new(filters);
+        ids.iter()
+            .filter_map(|id| {
+                let s = self.slots[*self.by_chunk.get(id)?].as_ref()?;
+                Some((id.clone(), pass.accepts(s).then(|| s.source_id.clone())))
+            })
+            .collect()
+    }
+
     /// The `k` nearest chunks passing `filters`, as `(chunk_id, cosine distance)`, nearest
     /// first (ties by chunk id, so equal inputs give equal output).
     ///
@@ -429,6 +445,26 @@ mod tests {
             "{hits:?}"
         );
         assert_eq!(ix.search(&[1.0, 0.0], 1, &Filters::default()).len(), 1);
+    }
+
+    #[test]
+    fn sources_of_held_chunks_answer_the_filters() {
+        let mut ix = FlatIndex::new(2);
+        ix.insert(entry("a", "s1", vec![1.0, 0.0]));
+        ix.insert(entry("c", "s2", vec![1.0, 1.0]));
+        let ids: Vec<String> = ["a", "c", "gone"].map(String::from).to_vec();
+        let all = ix.sources_passing(&ids, &Filters::default());
+        assert_eq!(all.len(), 2);
+        assert_eq!(all["a"].as_deref(), Some("s1"));
+        let pdf = Filters {
+            file_types: vec!["pdf".into()],
+            ..Default::default()
+        };
+        let some = ix.sources_passing(&ids, &pdf);
+        assert_eq!(
+            (some["a"].as_deref(), some["c"].as_deref()),
+            (None, Some("s2"))
+        );
     }
 
     #[test]

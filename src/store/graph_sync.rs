@@ -134,6 +134,35 @@ impl Store {
     }
 }
 
+/// The caller's concept vectors plus those of the new concepts it did not embed because it
+/// saw them in the graph, which a concurrent delete has emptied since: embedded now with
+/// `embed` (under the write lock; it is rare and a few names).
+pub(super) async fn complete_vectors(
+    mentions: &[MentionRow],
+    known: &HashMap<String, Vec<f32>>,
+    mut vectors: HashMap<String, Vec<f32>>,
+    embed: Option<&super::NameEmbedder>,
+) -> Result<HashMap<String, Vec<f32>>> {
+    let mut missing: BTreeMap<String, String> = BTreeMap::new();
+    for m in mentions {
+        if !known.contains_key(&m.concept_id) && !vectors.contains_key(&m.concept_id) {
+            let name = m.surface.split('|').next().unwrap_or_default().to_string();
+            missing.entry(m.concept_id.clone()).or_insert(name);
+        }
+    }
+    let Some(embed) = embed.filter(|_| !missing.is_empty()) else {
+        return Ok(vectors);
+    };
+    tracing::info!(
+        concepts = missing.len(),
+        "concepts removed by a concurrent delete: embedding their names again"
+    );
+    let (ids, names): (Vec<String>, Vec<String>) = missing.into_iter().unzip();
+    let got = embed(names).await?;
+    vectors.extend(ids.into_iter().zip(got));
+    Ok(vectors)
+}
+
 /// Rows for the concepts the mentions name that the store does not hold yet (`known` says
 /// which it does), with their vectors and placeholder counts (the counts are written once the
 /// mentions are in).
@@ -212,4 +241,49 @@ pub(super) fn add_committed_mentions(
         skipped += g.add_chunk(chunk, source, &pairs, vectors, touched);
     }
     skipped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mention(concept: &str, surface: &str) -> MentionRow {
+        MentionRow {
+            concept_id: concept.into(),
+            chunk_id: "c".into(),
+            source_id: "s".into(),
+            content_hash: "h".into(),
+            surface: surface.into(),
+            score: 1.0,
+        }
+    }
+
+    /// The race fifty-kills found: an upload saw `ston` in the graph (so did not embed it), a
+    /// delete then removed its last mention, and the upload's write found it new.
+    #[tokio::test]
+    async fn a_concept_emptied_meanwhile_is_embedded_under_the_lock() {
+        let mentions = [mention("ston", "stone|stones"), mention("path", "path")];
+        let known = HashMap::new();
+        let given = HashMap::from([("path".to_string(), vec![0.5])]);
+        // Without an embedder the write cannot make the row, and says which concept.
+        let v = complete_vectors(&mentions, &known, given.clone(), None)
+            .await
+            .unwrap();
+        let e = new_concept_rows(&mentions, &|_| false, &v).unwrap_err();
+        assert!(e.to_string().contains("`ston`"), "{e}");
+        let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = asked.clone();
+        let embed: super::super::NameEmbedder = std::sync::Arc::new(move |names: Vec<String>| {
+            seen.lock().unwrap().extend(names.clone());
+            Box::pin(async move { Ok(names.iter().map(|_| vec![1.0]).collect()) })
+        });
+        let v = complete_vectors(&mentions, &known, given, Some(&embed))
+            .await
+            .unwrap();
+        // Only the missing name, its main surface form, is embedded.
+        assert_eq!(*asked.lock().unwrap(), ["stone"]);
+        let rows = new_concept_rows(&mentions, &|_| false, &v).unwrap();
+        let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["path", "stone"]);
+    }
 }

@@ -30,7 +30,7 @@ pub mod stem;
 pub mod vector;
 
 pub use check::CheckReport;
-use graph_sync::{add_committed_mentions, new_concept_rows};
+use graph_sync::{add_committed_mentions, complete_vectors, new_concept_rows};
 pub use journal::free_bytes;
 use journal::{crash_point, sync_fs};
 pub use records::{meta_terms, ChunkRecord, Filters, SourceRecord};
@@ -51,12 +51,20 @@ use flat::{FlatEntry, FlatIndex};
 use keyword::KeywordIndex;
 use vector::{sql_in, sql_str, VectorStore};
 
+/// Embeds concept names, for a write that finds concepts new which its caller saw in the
+/// graph (a concurrent delete removed their last mention meanwhile).
+pub type NameEmbedder = Arc<
+    dyn Fn(Vec<String>) -> futures::future::BoxFuture<'static, Result<Vec<Vec<f32>>>> + Send + Sync,
+>;
+
 /// The concept half of an upsert: the batch's mentions, and the name embeddings of the
 /// concepts they mention (needed only for concepts the store does not hold yet).
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct ConceptWrite {
     pub mentions: Vec<MentionRow>,
     pub vectors: HashMap<String, Vec<f32>>,
+    /// Embeds the names of new concepts that `vectors` lacks; without it such a write fails.
+    pub embed_names: Option<NameEmbedder>,
 }
 
 /// Free space under which a failed write counts as a full disk.
@@ -305,6 +313,19 @@ impl Store {
         self.memory_read().is_some()
     }
 
+    /// For the chunks among `ids` that the in-memory vector copy holds: their source when they
+    /// pass `filters`, `None` when not (no I/O; empty without the copy).
+    pub fn memory_sources(
+        &self,
+        ids: &[String],
+        filters: &Filters,
+    ) -> HashMap<String, Option<String>> {
+        let m = self.memory_read();
+        m.as_ref()
+            .map(|ix| ix.sources_passing(ids, filters))
+            .unwrap_or_default()
+    }
+
     /// The `k` chunks nearest to `vector` that pass `filters`, as `(chunk_id, cosine
     /// distance)`, nearest first, and the rows of those that came with their row (LanceDB's
     /// answer carries them; the in-memory index's does not).
@@ -415,6 +436,7 @@ impl Store {
         let ConceptWrite {
             mut mentions,
             vectors,
+            embed_names,
         } = concepts;
         let _g = self.write_lock.lock().await;
         self.finish_interrupted().await?;
@@ -445,6 +467,7 @@ impl Store {
                 })
                 .collect()
         };
+        let vectors = complete_vectors(&mentions, &known, vectors, embed_names.as_ref()).await?;
         let new_rows = new_concept_rows(&mentions, &|id| known.contains_key(id), &vectors)?;
         let journal = self.journal_begin("upsert", &ids)?;
         crash_point("after_journal");
@@ -596,7 +619,9 @@ impl Store {
         let this = self.clone();
         run_to_completion(async move {
             let _g = this.write_lock.lock().await;
-            let ConceptWrite { mentions, vectors } = write;
+            let ConceptWrite {
+                mentions, vectors, ..
+            } = write;
             let new_rows = {
                 let g = this.graph_read();
                 new_concept_rows(&mentions, &|id| g.contains(id), &vectors)?

@@ -19,9 +19,14 @@ const TOPICS: [&str; 6] = [
 /// Six sources of four short chunks each, every one about trails and stones; teams a and b
 /// alternate and the last source has no team.
 async fn library() -> TestApp {
+    library_with(|_| {}).await
+}
+
+async fn library_with(tweak: impl FnOnce(&mut cairn::config::Config)) -> TestApp {
     let app = spawn_app_with(|c| {
         c.chunking.max_tokens = 24;
         c.chunking.overlap_tokens = 0;
+        tweak(c);
     })
     .await;
     for i in 0..6 {
@@ -211,4 +216,28 @@ async fn bad_groups_and_pages_are_refused() {
     let v = search(&app, json!({"query": "stones", "offset": 50})).await;
     assert_eq!(v["results"], json!([]));
     assert_eq!(v["next_offset"], Value::Null);
+}
+
+#[tokio::test]
+async fn the_depth_grows_until_the_groups_are_found() {
+    // Each retriever's first fetch holds 2 chunks: far too few for 6 sources of 4 chunks.
+    let app = library_with(|c| {
+        c.search.candidates = 2;
+        c.search.max_candidates = 64;
+    })
+    .await;
+    for mode in ["hybrid", "keyword", "vector"] {
+        let v = search(
+            &app,
+            json!({"query": "stones trails cairns", "mode": mode, "limit": 6}),
+        )
+        .await;
+        let sources: HashSet<String> = ids(&v, "source_id").into_iter().collect();
+        assert_eq!(sources.len(), 6, "mode {mode}: {v}");
+        assert_eq!(v["next_offset"], Value::Null);
+    }
+    // Ungrouped pages past the first fetch reach every chunk, each once.
+    let (paged, _) = all_pages(&app, json!({"query": "stones", "group_by": "none"}), 5).await;
+    let chunks: HashSet<&Value> = paged.iter().map(|h| &h["chunk_id"]).collect();
+    assert_eq!((chunks.len(), paged.len()), (24, 24));
 }
