@@ -13,15 +13,15 @@ use std::sync::Arc;
 
 use arrow_array::builder::{ListBuilder, StringBuilder};
 use arrow_array::{
-    ArrayRef, FixedSizeListArray, Float32Array, ListArray, RecordBatch, RecordBatchIterator,
-    StringArray, UInt32Array,
+    ArrayRef, FixedSizeListArray, Float32Array, RecordBatch, RecordBatchIterator, StringArray,
+    UInt32Array,
 };
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use futures::TryStreamExt;
-use lancedb::query::{ExecutableQuery, QueryBase, Select};
+use lancedb::query::{QueryBase, Select};
 use lancedb::Table;
 
-use super::vector::{col, floats_at, sql_in, strings_at};
+use super::rows::{id_vectors, read, read_each, strings};
+use super::vector::sql_in;
 use crate::error::{Error, Result};
 use crate::graph::{ConceptRow, MentionRow};
 
@@ -136,27 +136,7 @@ impl ConceptTables {
         if let Some(f) = filter {
             q = q.only_if(f);
         }
-        let batches: Vec<RecordBatch> = q.execute().await?.try_collect().await?;
-        let mut out = Vec::new();
-        for b in &batches {
-            let cid = col::<StringArray>(b, "concept_id")?;
-            let chunk = col::<StringArray>(b, "chunk_id")?;
-            let src = col::<StringArray>(b, "source_id")?;
-            let hash = col::<StringArray>(b, "content_hash")?;
-            let surf = col::<StringArray>(b, "surface")?;
-            let score = col::<Float32Array>(b, "score")?;
-            for i in 0..b.num_rows() {
-                out.push(MentionRow {
-                    concept_id: cid.value(i).to_string(),
-                    chunk_id: chunk.value(i).to_string(),
-                    source_id: src.value(i).to_string(),
-                    content_hash: hash.value(i).to_string(),
-                    surface: surf.value(i).to_string(),
-                    score: score.value(i),
-                });
-            }
-        }
-        Ok(out)
+        read(q).await
     }
 
     pub async fn count_mentions(&self) -> Result<usize> {
@@ -238,58 +218,16 @@ impl ConceptTables {
             "vector",
         ];
         let n = if with_vectors { 6 } else { 5 };
-        let batches: Vec<RecordBatch> = self
-            .concepts
-            .query()
-            .select(Select::columns(&columns[..n]))
-            .execute()
-            .await?
-            .try_collect()
-            .await?;
-        let mut out = Vec::new();
-        for b in &batches {
-            let id = col::<StringArray>(b, "id")?;
-            let name = col::<StringArray>(b, "name")?;
-            let aliases = col::<ListArray>(b, "aliases")?;
-            let freq = col::<UInt32Array>(b, "frequency")?;
-            let srcs = col::<UInt32Array>(b, "source_count")?;
-            let vec = if with_vectors {
-                Some(col::<FixedSizeListArray>(b, "vector")?)
-            } else {
-                None
-            };
-            for i in 0..b.num_rows() {
-                let a = strings_at(aliases, i);
-                let v = vec.and_then(|vec| floats_at(vec, i)).unwrap_or_default();
-                out.push(ConceptRow {
-                    id: id.value(i).to_string(),
-                    name: name.value(i).to_string(),
-                    aliases: a,
-                    frequency: freq.value(i),
-                    source_count: srcs.value(i),
-                    vector: v,
-                });
-            }
-        }
-        Ok(out)
+        read(self.concepts.query().select(Select::columns(&columns[..n]))).await
     }
 
     /// The ids of every concept row (without reading the vectors).
     pub async fn concept_ids(&self) -> Result<std::collections::HashSet<String>> {
-        let batches: Vec<RecordBatch> = self
-            .concepts
-            .query()
-            .select(Select::columns(&["id"]))
-            .execute()
+        let q = self.concepts.query().select(Select::columns(&["id"]));
+        Ok(read_each(q, |b| strings(b, "id"))
             .await?
-            .try_collect()
-            .await?;
-        let mut out = std::collections::HashSet::new();
-        for b in &batches {
-            let id = col::<StringArray>(b, "id")?;
-            out.extend((0..b.num_rows()).map(|i| id.value(i).to_string()));
-        }
-        Ok(out)
+            .into_iter()
+            .collect())
     }
 
     /// The stored vectors of the given concepts.
@@ -299,24 +237,12 @@ impl ConceptTables {
     ) -> Result<std::collections::HashMap<String, Vec<f32>>> {
         let mut out = std::collections::HashMap::new();
         for part in ids.chunks(500) {
-            let batches: Vec<RecordBatch> = self
+            let q = self
                 .concepts
                 .query()
                 .select(Select::columns(&["id", "vector"]))
-                .only_if(sql_in("id", part))
-                .execute()
-                .await?
-                .try_collect()
-                .await?;
-            for b in &batches {
-                let id = col::<StringArray>(b, "id")?;
-                let vec = col::<FixedSizeListArray>(b, "vector")?;
-                for i in 0..b.num_rows() {
-                    if let Some(v) = floats_at(vec, i) {
-                        out.insert(id.value(i).to_string(), v);
-                    }
-                }
-            }
+                .only_if(sql_in("id", part));
+            out.extend(read_each(q, |b| id_vectors(b, "id")).await?);
         }
         Ok(out)
     }

@@ -25,6 +25,7 @@ mod graph_sync;
 mod journal;
 pub mod keyword;
 mod records;
+mod rows;
 pub mod snippet;
 pub mod stem;
 pub mod vector;

@@ -10,17 +10,17 @@ use std::sync::Arc;
 
 use arrow_array::builder::{ListBuilder, StringBuilder};
 use arrow_array::{
-    Array, ArrayRef, FixedSizeListArray, Float32Array, Int64Array, ListArray, RecordBatch,
-    RecordBatchIterator, StringArray, UInt32Array, UInt64Array,
+    ArrayRef, FixedSizeListArray, Float32Array, Int64Array, RecordBatch, RecordBatchIterator,
+    StringArray, UInt32Array, UInt64Array,
 };
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use futures::TryStreamExt;
 use lancedb::index::vector::IvfPqIndexBuilder;
 use lancedb::index::Index;
-use lancedb::query::{ExecutableQuery, QueryBase, Select};
+use lancedb::query::{QueryBase, Select};
 use lancedb::table::OptimizeAction;
 use lancedb::{DistanceType, Table};
 
+use super::rows::{id_vectors, read, read_each, strings};
 use super::{ChunkRecord, SourceRecord};
 use crate::error::{Error, Result};
 
@@ -107,30 +107,6 @@ fn chunks_schema(dim: usize) -> SchemaRef {
             false,
         ),
     ]))
-}
-
-/// A column of a batch as its concrete array type.
-pub(super) fn col<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a T> {
-    b.column_by_name(name)
-        .and_then(|c| c.as_any().downcast_ref::<T>())
-        .ok_or_else(|| Error::internal(format!("lancedb: column {name} missing or mistyped")))
-}
-
-/// Row `i` of a list-of-strings column.
-pub(super) fn strings_at(list: &ListArray, i: usize) -> Vec<String> {
-    let v = list.value(i);
-    v.as_any()
-        .downcast_ref::<StringArray>()
-        .map(|a| (0..a.len()).map(|j| a.value(j).to_string()).collect())
-        .unwrap_or_default()
-}
-
-/// Row `i` of a vector column (`None` when its items are not `f32`).
-pub(super) fn floats_at(vectors: &FixedSizeListArray, i: usize) -> Option<Vec<f32>> {
-    let v = vectors.value(i);
-    v.as_any()
-        .downcast_ref::<Float32Array>()
-        .map(|f| f.values().to_vec())
 }
 
 impl VectorStore {
@@ -322,35 +298,7 @@ impl VectorStore {
         if let Some(f) = filter {
             q = q.only_if(f);
         }
-        let batches: Vec<RecordBatch> = q.execute().await?.try_collect().await?;
-        let mut out = Vec::new();
-        for b in &batches {
-            let id = col::<StringArray>(b, "id")?;
-            let ext = col::<StringArray>(b, "external_id")?;
-            let title = col::<StringArray>(b, "title")?;
-            let ft = col::<StringArray>(b, "file_type")?;
-            let hash = col::<StringArray>(b, "content_hash")?;
-            let cc = col::<UInt32Array>(b, "chunk_count")?;
-            let meta = col::<StringArray>(b, "metadata")?;
-            let size = col::<UInt64Array>(b, "size_bytes")?;
-            let ca = col::<Int64Array>(b, "created_at")?;
-            let ua = col::<Int64Array>(b, "updated_at")?;
-            for i in 0..b.num_rows() {
-                out.push(SourceRecord {
-                    id: id.value(i).to_string(),
-                    external_id: ext.value(i).to_string(),
-                    title: title.value(i).to_string(),
-                    file_type: ft.value(i).to_string(),
-                    content_hash: hash.value(i).to_string(),
-                    chunk_count: cc.value(i),
-                    metadata: serde_json::from_str(meta.value(i)).unwrap_or_default(),
-                    size_bytes: size.value(i),
-                    created_at: ca.value(i),
-                    updated_at: ua.value(i),
-                });
-            }
-        }
-        Ok(out)
+        read(q).await
     }
 
     pub async fn get_sources(&self, ids: &[String]) -> Result<Vec<SourceRecord>> {
@@ -367,12 +315,7 @@ impl VectorStore {
         if let Some(a) = after {
             q = q.only_if(format!("id > {}", sql_str(a)));
         }
-        let batches: Vec<RecordBatch> = q.execute().await?.try_collect().await?;
-        let mut ids = Vec::new();
-        for b in &batches {
-            let id = col::<StringArray>(b, "id")?;
-            ids.extend((0..b.num_rows()).map(|i| id.value(i).to_string()));
-        }
+        let mut ids = read_each(q, |b| strings(b, "id")).await?;
         ids.sort_unstable();
         ids.truncate(limit);
         Ok(ids)
@@ -390,63 +333,42 @@ impl VectorStore {
         if let Some(f) = filter {
             q = q.only_if(f);
         }
-        let batches: Vec<RecordBatch> = q.execute().await?.try_collect().await?;
-        let mut out = Vec::new();
-        for b in &batches {
-            let c = col::<StringArray>(b, "chunk_id")?;
-            let s = col::<StringArray>(b, "source_id")?;
-            let h = col::<StringArray>(b, "content_hash")?;
-            for i in 0..b.num_rows() {
-                out.push((
-                    c.value(i).to_string(),
-                    s.value(i).to_string(),
-                    h.value(i).to_string(),
-                ));
-            }
-        }
-        Ok(out)
+        read_each(q, |b| {
+            let (c, s, h) = (
+                strings(b, "chunk_id")?,
+                strings(b, "source_id")?,
+                strings(b, "content_hash")?,
+            );
+            Ok(c.into_iter()
+                .zip(s)
+                .zip(h)
+                .map(|((c, s), h)| (c, s, h))
+                .collect())
+        })
+        .await
     }
 
     /// Full chunk rows (without vectors) matching `filter`.
     pub async fn chunks_where(&self, filter: String) -> Result<Vec<ChunkRecord>> {
-        let batches: Vec<RecordBatch> = self
+        let q = self
             .chunks
             .query()
             .select(Select::columns(&CHUNK_COLUMNS))
-            .only_if(filter)
-            .execute()
-            .await?
-            .try_collect()
-            .await?;
-        let mut out = Vec::new();
-        for b in &batches {
-            out.extend(rows_to_chunks(b)?.into_iter().map(|(c, _)| c));
-        }
-        Ok(out)
+            .only_if(filter);
+        let rows: Vec<(ChunkRecord, f32)> = read(q).await?;
+        Ok(rows.into_iter().map(|(c, _)| c).collect())
     }
 
     /// The stored vectors of the given chunks.
     pub async fn vectors_of(&self, ids: &[String]) -> Result<HashMap<String, Vec<f32>>> {
         let mut out = HashMap::new();
         for part in ids.chunks(500) {
-            let batches: Vec<RecordBatch> = self
+            let q = self
                 .chunks
                 .query()
                 .select(Select::columns(&["chunk_id", "vector"]))
-                .only_if(sql_in("chunk_id", part))
-                .execute()
-                .await?
-                .try_collect()
-                .await?;
-            for b in &batches {
-                let id = col::<StringArray>(b, "chunk_id")?;
-                let vec = col::<FixedSizeListArray>(b, "vector")?;
-                for i in 0..b.num_rows() {
-                    if let Some(v) = floats_at(vec, i) {
-                        out.insert(id.value(i).to_string(), v);
-                    }
-                }
-            }
+                .only_if(sql_in("chunk_id", part));
+            out.extend(read_each(q, |b| id_vectors(b, "chunk_id")).await?);
         }
         Ok(out)
     }
@@ -468,32 +390,7 @@ impl VectorStore {
         if let Some(f) = filter {
             q = q.only_if(f);
         }
-        let batches: Vec<RecordBatch> = q.execute().await?.try_collect().await?;
-        let mut out = Vec::new();
-        for b in &batches {
-            let id = col::<StringArray>(b, "chunk_id")?;
-            let source = col::<StringArray>(b, "source_id")?;
-            let hash = col::<StringArray>(b, "content_hash")?;
-            let ft = col::<StringArray>(b, "file_type")?;
-            let meta = col::<ListArray>(b, "meta")?;
-            let vec = col::<FixedSizeListArray>(b, "vector")?;
-            for i in 0..b.num_rows() {
-                let Some(vector) = floats_at(vec, i) else {
-                    continue;
-                };
-                out.push((
-                    super::flat::FlatEntry {
-                        chunk_id: id.value(i).to_string(),
-                        source_id: source.value(i).to_string(),
-                        file_type: ft.value(i).to_string(),
-                        meta: strings_at(meta, i),
-                        vector,
-                    },
-                    hash.value(i).to_string(),
-                ));
-            }
-        }
-        Ok(out)
+        read(q).await
     }
 
     /// Nearest chunks by cosine distance, optionally pre-filtered.
@@ -518,11 +415,7 @@ impl VectorStore {
         if let Some(f) = filter {
             q = q.only_if(f);
         }
-        let batches: Vec<RecordBatch> = q.execute().await?.try_collect().await?;
-        let mut out = Vec::new();
-        for b in &batches {
-            out.extend(rows_to_chunks(b)?);
-        }
+        let mut out: Vec<(ChunkRecord, f32)> = read(q).await?;
         out.sort_by(|a, b| a.1.total_cmp(&b.1));
         Ok(out)
     }
@@ -594,52 +487,6 @@ impl VectorStore {
         }
         Ok(())
     }
-}
-
-fn rows_to_chunks(b: &RecordBatch) -> Result<Vec<(ChunkRecord, f32)>> {
-    let chunk_id = col::<StringArray>(b, "chunk_id")?;
-    let source_id = col::<StringArray>(b, "source_id")?;
-    let hash = col::<StringArray>(b, "content_hash")?;
-    let ordinal = col::<UInt32Array>(b, "ordinal")?;
-    let text = col::<StringArray>(b, "text")?;
-    let title = col::<StringArray>(b, "title")?;
-    let section = col::<StringArray>(b, "section")?;
-    let page = col::<UInt32Array>(b, "page")?;
-    let cs = col::<UInt32Array>(b, "char_start")?;
-    let ce = col::<UInt32Array>(b, "char_end")?;
-    let ft = col::<StringArray>(b, "file_type")?;
-    let meta = col::<ListArray>(b, "meta")?;
-    let ext = col::<StringArray>(b, "external_id")?;
-    let dist = b
-        .column_by_name("_distance")
-        .and_then(|c| c.as_any().downcast_ref::<Float32Array>());
-    let mut out = Vec::with_capacity(b.num_rows());
-    for i in 0..b.num_rows() {
-        out.push((
-            ChunkRecord {
-                chunk_id: chunk_id.value(i).to_string(),
-                source_id: source_id.value(i).to_string(),
-                content_hash: hash.value(i).to_string(),
-                ordinal: ordinal.value(i),
-                text: text.value(i).to_string(),
-                title: title.value(i).to_string(),
-                section: section.value(i).to_string(),
-                page: if page.is_null(i) {
-                    None
-                } else {
-                    Some(page.value(i))
-                },
-                char_start: cs.value(i),
-                char_end: ce.value(i),
-                file_type: ft.value(i).to_string(),
-                meta: strings_at(meta, i),
-                external_id: ext.value(i).to_string(),
-                vector: Vec::new(),
-            },
-            dist.map(|d| d.value(i)).unwrap_or(0.0),
-        ));
-    }
-    Ok(out)
 }
 
 /// Groups `(chunk_id, source_id, hash)` keys by source.
