@@ -224,9 +224,28 @@ struct Job {
     params: GenParams,
 }
 
+/// Prompt tokens per prefill step: llama.cpp's own micro-batch (`n_ubatch`, 512), so the
+/// steps compute exactly what one call over the whole prompt would.
+const PREFILL_STEP: usize = 512;
+
 impl Job {
+    /// One generation: a fresh context, the prompt's prefill, then tokens until a stop, the
+    /// token budget, or the reader leaving.
     fn run(self, slot: &Slot, tx: &mpsc::Sender<Result<GenEvent>>) -> Result<()> {
         let started = Instant::now();
+        let mut ctx = self.context()?;
+        let Some(idx) = self.prefill(&mut ctx, tx)? else {
+            tracing::debug!("generation cancelled during prefill: the reader left");
+            return Ok(());
+        };
+        let usage = self.decode(&mut ctx, idx, slot, tx, started)?;
+        record(&usage, started.elapsed().as_secs_f64());
+        let _ = tx.blocking_send(Ok(GenEvent::Done(usage)));
+        Ok(())
+    }
+
+    /// A context of the job's size, created under [`CONTEXT_LOCK`] (see the module docs).
+    fn context(&self) -> Result<llama_cpp_2::context::LlamaContext<'_>> {
         let backend = backend()?;
         let n_ctx = NonZeroU32::new(self.n_ctx as u32);
         let ctx_params = LlamaContextParams::default()
@@ -234,90 +253,12 @@ impl Job {
             .with_n_batch(self.n_ctx as u32)
             .with_n_threads(self.threads)
             .with_n_threads_batch(self.threads);
-        let mut ctx = {
-            let _guard = CONTEXT_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-            self.model
-                .new_context(backend, ctx_params)
-                .map_err(|e| Error::internal(format!("llama context: {e}")))?
-        };
-        let Some(mut idx) = self.prefill(&mut ctx, tx)? else {
-            tracing::debug!("generation cancelled during prefill: the reader left");
-            return Ok(());
-        };
-        let mut sampler = if self.params.temperature <= 0.0 {
-            LlamaSampler::greedy()
-        } else {
-            LlamaSampler::chain_simple([
-                LlamaSampler::top_k(40),
-                LlamaSampler::top_p(0.95, 1),
-                LlamaSampler::temp(self.params.temperature),
-                LlamaSampler::dist(rand_seed()),
-            ])
-        };
-        let vocab = self.model.vocab();
-        let mut pieces = Utf8Pieces::default();
-        let mut pos = self.tokens.len() as i32;
-        let mut usage = GenUsage {
-            prompt_tokens: self.tokens.len(),
-            finish_reason: "length",
-            ..Default::default()
-        };
-        let mut single = LlamaBatch::new(1, 1);
-        while usage.completion_tokens < self.params.max_tokens as usize {
-            if tx.is_closed() {
-                usage.finish_reason = "cancelled";
-                break;
-            }
-            let token = sampler.sample(&ctx, idx);
-            if vocab.is_eog(token) {
-                usage.finish_reason = "stop";
-                break;
-            }
-            usage.completion_tokens += 1;
-            slot.count_token();
-            if usage.completion_tokens == 1 {
-                usage.ttft_ms = started.elapsed().as_secs_f64() * 1e3;
-            }
-            let text = pieces.push(&vocab.token_to_piece(token, false, None));
-            if !text.is_empty() && tx.blocking_send(Ok(GenEvent::Token(text))).is_err() {
-                usage.finish_reason = "cancelled";
-                break;
-            }
-            if usage.completion_tokens >= self.params.max_tokens as usize {
-                break;
-            }
-            single.clear();
-            single
-                .add(token, pos, &[0], true)
-                .map_err(Error::internal)?;
-            pos += 1;
-            idx = 0;
-            ctx.decode(&mut single)
-                .map_err(|e| Error::internal(format!("llama decode: {e}")))?;
-        }
-        let secs = started.elapsed().as_secs_f64();
-        metrics::histogram!("cairn_generate_seconds", "backend" => "llama").record(secs);
-        if secs > 0.0 && usage.completion_tokens > 0 {
-            metrics::gauge!("cairn_generate_tokens_per_second", "backend" => "llama")
-                .set(usage.completion_tokens as f64 / secs);
-        }
-        tracing::debug!(
-            prompt_tokens = usage.prompt_tokens,
-            completion_tokens = usage.completion_tokens,
-            finish = usage.finish_reason,
-            ms = secs * 1e3,
-            "generation finished"
-        );
-        let _ = tx.blocking_send(Ok(GenEvent::Done(usage)));
-        Ok(())
+        let _guard = CONTEXT_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        self.model
+            .new_context(backend, ctx_params)
+            .map_err(|e| Error::internal(format!("llama context: {e}")))
     }
-}
 
-/// Prompt tokens per prefill step: llama.cpp's own micro-batch (`n_ubatch`, 512), so the
-/// steps compute exactly what one call over the whole prompt would.
-const PREFILL_STEP: usize = 512;
-
-impl Job {
     /// Feeds the prompt in steps of [`PREFILL_STEP`] tokens, stopping between steps when the
     /// reader has left (a disconnected client no longer costs a long prompt's whole prefill).
     /// Returns the batch index of the last prompt token's logits, or `None` when cancelled.
@@ -344,6 +285,90 @@ impl Job {
         }
         Ok(Some(batch.n_tokens() - 1))
     }
+
+    /// Greedy at temperature 0, else top-k 40, top-p 0.95 and the temperature.
+    fn sampler(&self) -> LlamaSampler {
+        if self.params.temperature <= 0.0 {
+            return LlamaSampler::greedy();
+        }
+        LlamaSampler::chain_simple([
+            LlamaSampler::top_k(40),
+            LlamaSampler::top_p(0.95, 1),
+            LlamaSampler::temp(self.params.temperature),
+            LlamaSampler::dist(rand_seed()),
+        ])
+    }
+
+    /// Samples and streams tokens after the prefill (`idx`: the batch index of the logits to
+    /// sample first).
+    fn decode(
+        &self,
+        ctx: &mut llama_cpp_2::context::LlamaContext<'_>,
+        mut idx: i32,
+        slot: &Slot,
+        tx: &mpsc::Sender<Result<GenEvent>>,
+        started: Instant,
+    ) -> Result<GenUsage> {
+        let mut sampler = self.sampler();
+        let vocab = self.model.vocab();
+        let mut pieces = Utf8Pieces::default();
+        let mut pos = self.tokens.len() as i32;
+        let mut usage = GenUsage {
+            prompt_tokens: self.tokens.len(),
+            finish_reason: "length",
+            ..Default::default()
+        };
+        let mut single = LlamaBatch::new(1, 1);
+        while usage.completion_tokens < self.params.max_tokens as usize {
+            if tx.is_closed() {
+                usage.finish_reason = "cancelled";
+                break;
+            }
+            let token = sampler.sample(ctx, idx);
+            if vocab.is_eog(token) {
+                usage.finish_reason = "stop";
+                break;
+            }
+            usage.completion_tokens += 1;
+            slot.count_token();
+            if usage.completion_tokens == 1 {
+                usage.ttft_ms = started.elapsed().as_secs_f64() * 1e3;
+            }
+            let text = pieces.push(&vocab.token_to_piece(token, false, None));
+            if !text.is_empty() && tx.blocking_send(Ok(GenEvent::Token(text))).is_err() {
+                usage.finish_reason = "cancelled";
+                break;
+            }
+            if usage.completion_tokens >= self.params.max_tokens as usize {
+                break;
+            }
+            single.clear();
+            single
+                .add(token, pos, &[0], true)
+                .map_err(Error::internal)?;
+            pos += 1;
+            idx = 0;
+            ctx.decode(&mut single)
+                .map_err(|e| Error::internal(format!("llama decode: {e}")))?;
+        }
+        Ok(usage)
+    }
+}
+
+/// A finished generation's metrics and debug line.
+fn record(usage: &GenUsage, secs: f64) {
+    metrics::histogram!("cairn_generate_seconds", "backend" => "llama").record(secs);
+    if secs > 0.0 && usage.completion_tokens > 0 {
+        metrics::gauge!("cairn_generate_tokens_per_second", "backend" => "llama")
+            .set(usage.completion_tokens as f64 / secs);
+    }
+    tracing::debug!(
+        prompt_tokens = usage.prompt_tokens,
+        completion_tokens = usage.completion_tokens,
+        finish = usage.finish_reason,
+        ms = secs * 1e3,
+        "generation finished"
+    );
 }
 
 fn rand_seed() -> u32 {
