@@ -40,6 +40,13 @@ pub struct MentionRow {
     pub score: f32,
 }
 
+impl MentionRow {
+    /// The main surface form: the concept's name for a new concept row.
+    pub fn main_surface(&self) -> &str {
+        self.surface.split('|').next().unwrap_or_default()
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Node {
     id: String,

@@ -123,15 +123,23 @@ impl Cairn {
                 .diversify(ranked, plan.mmr_lambda, &mut g.explain)
                 .await?;
         }
-        let groups = match &plan.group {
-            Some(grouping) => {
-                let all = group(&g.ranked, |id| g.keys.get(id).cloned(), grouping.size);
-                self.page_rows(&plan, &all, &mut g.chunks, filters).await?;
-                Some(all)
+        let groups = plan
+            .group
+            .as_ref()
+            .map(|grouping| group(&g.ranked, |id| g.keys.get(id).cloned(), grouping.size));
+        let (results, groups, next_offset) = match &groups {
+            Some(all) => {
+                let (shown, next) = page(all, plan.offset, plan.limit);
+                self.page_rows(shown, &mut g.chunks, filters).await?;
+                let (results, groups) = self.shape_groups(&g, shown, explain_on);
+                (results, Some(groups), next)
             }
-            None => None,
+            None => {
+                let (shown, next) = page(&g.ranked, plan.offset, plan.limit);
+                let hits = shown.iter().filter_map(|h| self.hit(&g, h, explain_on));
+                (hits.collect(), None, next)
+            }
         };
-        let (results, groups, next_offset) = self.shape(&plan, &g, groups, explain_on);
         let mut timing = std::mem::take(&mut g.timing);
         timing.fusion_ms += ms_since(after) - timing.rerank_ms;
         let timing = record_stages(timing);
@@ -295,21 +303,28 @@ impl Cairn {
     /// Reads the rows of the hits the page's groups show that no retriever returned.
     async fn page_rows(
         &self,
-        plan: &Plan,
-        groups: &[Group],
+        shown: &[Group],
         chunks: &mut HashMap<String, ChunkRecord>,
         filters: &Filters,
     ) -> Result<()> {
-        let missing: Vec<String> = groups
+        let missing: Vec<String> = shown
             .iter()
-            .skip(plan.offset)
-            .take(plan.limit)
             .flat_map(|g| g.hits.iter().map(|(id, _)| id))
             .filter(|id| !chunks.contains_key(*id))
             .cloned()
             .collect();
-        if !missing.is_empty() {
-            for c in self.store.chunks_by_id(missing, filters).await? {
+        self.read_rows(missing, chunks, filters).await
+    }
+
+    /// Reads the rows of `ids` that pass `filters` into `chunks`.
+    async fn read_rows(
+        &self,
+        ids: Vec<String>,
+        chunks: &mut HashMap<String, ChunkRecord>,
+        filters: &Filters,
+    ) -> Result<()> {
+        if !ids.is_empty() {
+            for c in self.store.chunks_by_id(ids, filters).await? {
                 chunks.insert(c.chunk_id.clone(), c);
             }
         }
@@ -483,9 +498,7 @@ impl Cairn {
             if missing.is_empty() {
                 return Ok(());
             }
-            for c in self.store.chunks_by_id(missing.clone(), filters).await? {
-                chunks.insert(c.chunk_id.clone(), c);
-            }
+            self.read_rows(missing.clone(), chunks, filters).await?;
             let rejected: HashSet<String> = missing
                 .into_iter()
                 .filter(|id| !chunks.contains_key(id))
@@ -606,58 +619,62 @@ impl Cairn {
         Ok(out)
     }
 
-    /// The page: ranked hits (or groups) `offset .. offset + limit` with their rows, snippets
-    /// and (when asked) explanations, and the next page's offset.
-    fn shape(
+    /// A ranked hit with its row, snippet and (when asked) explanation; `None` without a row
+    /// (its source deleted meanwhile).
+    fn hit(
         &self,
-        plan: &Plan,
         g: &Gathered,
-        groups: Option<Vec<Group>>,
+        (id, score): &(String, f32),
         explain_on: bool,
-    ) -> (Vec<SearchHit>, Option<Vec<SearchGroup>>, Option<usize>) {
-        let hit = |(id, score): &(String, f32)| {
-            let c = g.chunks.get(id)?;
-            let snippet = make_snippet(
-                g.snippets.as_ref(),
-                &c.text,
-                self.config.search.snippet_chars,
-            );
-            Some(SearchHit {
-                chunk_id: c.chunk_id.clone(),
-                source_id: c.source_id.clone(),
-                external_id: c.external_id.clone(),
-                title: c.title.clone(),
-                text: c.text.clone(),
-                snippet,
-                score: *score,
-                page: c.page,
-                section: (!c.section.is_empty()).then(|| c.section.clone()),
-                ordinal: c.ordinal,
-                char_start: c.char_start,
-                char_end: c.char_end,
-                scores: explain_on.then(|| g.explain.get(id).cloned().unwrap_or_default()),
-            })
-        };
-        let Some(all) = groups else {
-            let (ranked, next) = page(g.ranked.clone(), plan.offset, plan.limit);
-            return (ranked.iter().filter_map(hit).collect(), None, next);
-        };
-        let (groups, next) = page(all, plan.offset, plan.limit);
-        // A hit without a row (its source deleted meanwhile) is left out, and so is a group
-        // left with none.
-        let groups: Vec<SearchGroup> = groups
-            .into_iter()
+    ) -> Option<SearchHit> {
+        let c = g.chunks.get(id)?;
+        let snippet = make_snippet(
+            g.snippets.as_ref(),
+            &c.text,
+            self.config.search.snippet_chars,
+        );
+        Some(SearchHit {
+            chunk_id: c.chunk_id.clone(),
+            source_id: c.source_id.clone(),
+            external_id: c.external_id.clone(),
+            title: c.title.clone(),
+            text: c.text.clone(),
+            snippet,
+            score: *score,
+            page: c.page,
+            section: (!c.section.is_empty()).then(|| c.section.clone()),
+            ordinal: c.ordinal,
+            char_start: c.char_start,
+            char_end: c.char_end,
+            scores: explain_on.then(|| g.explain.get(id).cloned().unwrap_or_default()),
+        })
+    }
+
+    /// The page's groups with their hits, and each group's best hit as the results. A hit
+    /// without a row is left out, and so is a group left with none.
+    fn shape_groups(
+        &self,
+        g: &Gathered,
+        shown: &[Group],
+        explain_on: bool,
+    ) -> (Vec<SearchHit>, Vec<SearchGroup>) {
+        let groups: Vec<SearchGroup> = shown
+            .iter()
             .filter_map(|x| {
-                let hits: Vec<SearchHit> = x.hits.iter().filter_map(hit).collect();
+                let hits: Vec<SearchHit> = x
+                    .hits
+                    .iter()
+                    .filter_map(|h| self.hit(g, h, explain_on))
+                    .collect();
                 Some(SearchGroup {
                     score: hits.first()?.score,
-                    key: x.key,
+                    key: x.key.clone(),
                     hits,
                 })
             })
             .collect();
         let results = groups.iter().map(|x| x.hits[0].clone()).collect();
-        (results, Some(groups), next)
+        (results, groups)
     }
 }
 
@@ -669,11 +686,7 @@ fn distinct(keys: &HashMap<String, Option<String>>) -> usize {
 /// A source's value for a metadata key as a group key: a scalar as printed, an array's scalars
 /// joined by `,`; `None` when the source lacks the key (or holds no scalar under it).
 fn metadata_key(meta: &serde_json::Map<String, serde_json::Value>, key: &str) -> Option<String> {
-    let one = serde_json::Map::from_iter([(key.to_string(), meta.get(key)?.clone())]);
-    let values: Vec<String> = crate::store::meta_terms(&one)
-        .into_iter()
-        .map(|t| t[key.len() + 1..].to_string())
-        .collect();
+    let values = crate::store::meta_values(meta.get(key)?);
     (!values.is_empty()).then(|| values.join(","))
 }
 

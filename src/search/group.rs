@@ -43,10 +43,10 @@ where
 }
 
 /// The page `offset .. offset + limit` of `items`, and the next page's offset when there is one.
-pub fn page<T>(items: Vec<T>, offset: usize, limit: usize) -> (Vec<T>, Option<usize>) {
+pub fn page<T>(items: &[T], offset: usize, limit: usize) -> (&[T], Option<usize>) {
+    let end = (offset + limit).min(items.len());
     let more = items.len() > offset + limit;
-    let page = items.into_iter().skip(offset).take(limit).collect();
-    (page, more.then_some(offset + limit))
+    (&items[offset.min(end)..end], more.then_some(offset + limit))
 }
 
 #[cfg(test)]
@@ -95,10 +95,10 @@ mod tests {
     #[test]
     fn pages_cover_everything_once() {
         let items: Vec<u32> = (0..25).collect();
-        assert_eq!(page(items.clone(), 0, 10), ((0..10).collect(), Some(10)));
-        assert_eq!(page(items.clone(), 20, 10), ((20..25).collect(), None));
-        assert_eq!(page(items.clone(), 15, 10), ((15..25).collect(), None));
-        assert_eq!(page(items, 30, 10), (vec![], None));
+        assert_eq!(page(&items, 0, 10), (&items[0..10], Some(10)));
+        assert_eq!(page(&items, 20, 10), (&items[20..25], None));
+        assert_eq!(page(&items, 15, 10), (&items[15..25], None));
+        assert_eq!(page(&items, 30, 10), (&[][..], None));
     }
 
     proptest! {

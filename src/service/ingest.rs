@@ -429,7 +429,7 @@ impl Cairn {
             let g = self.store.graph_read();
             for m in &mentions {
                 if !g.contains(&m.concept_id) {
-                    let main = m.surface.split('|').next().unwrap_or_default().to_string();
+                    let main = m.main_surface().to_string();
                     names.entry(m.concept_id.clone()).or_insert(main);
                 }
             }

@@ -146,7 +146,7 @@ pub(super) async fn complete_vectors(
     let mut missing: BTreeMap<String, String> = BTreeMap::new();
     for m in mentions {
         if !known.contains_key(&m.concept_id) && !vectors.contains_key(&m.concept_id) {
-            let name = m.surface.split('|').next().unwrap_or_default().to_string();
+            let name = m.main_surface().to_string();
             missing.entry(m.concept_id.clone()).or_insert(name);
         }
     }
@@ -183,7 +183,7 @@ pub(super) fn new_concept_rows(
             &m.concept_id,
             crate::graph::ConceptRow {
                 id: m.concept_id.clone(),
-                name: m.surface.split('|').next().unwrap_or_default().to_string(),
+                name: m.main_surface().to_string(),
                 aliases: Vec::new(),
                 frequency: 0,
                 source_count: 0,

@@ -34,7 +34,7 @@ pub use check::CheckReport;
 use graph_sync::{add_committed_mentions, complete_vectors, new_concept_rows};
 pub use journal::free_bytes;
 use journal::{crash_point, sync_fs};
-pub use records::{meta_terms, ChunkRecord, Filters, SourceRecord};
+pub use records::{meta_terms, meta_values, ChunkRecord, Filters, SourceRecord};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};

@@ -59,16 +59,18 @@ pub struct Filters {
 
 /// Metadata values as filter terms: top-level scalars, and each scalar of a top-level array.
 pub fn meta_terms(meta: &serde_json::Map<String, serde_json::Value>) -> Vec<String> {
-    let mut out = Vec::new();
-    for (k, v) in meta {
-        match v {
-            serde_json::Value::Array(items) => {
-                out.extend(items.iter().filter_map(scalar).map(|s| format!("{k}={s}")))
-            }
-            other => out.extend(scalar(other).map(|s| format!("{k}={s}"))),
-        }
+    meta.iter()
+        .flat_map(|(k, v)| meta_values(v).into_iter().map(move |s| format!("{k}={s}")))
+        .collect()
+}
+
+/// One metadata value as the strings filters compare: a scalar as printed, each scalar of an
+/// array; nothing for anything else.
+pub fn meta_values(v: &serde_json::Value) -> Vec<String> {
+    match v {
+        serde_json::Value::Array(items) => items.iter().filter_map(scalar).collect(),
+        other => scalar(other).into_iter().collect(),
     }
-    out
 }
 
 fn scalar(v: &serde_json::Value) -> Option<String> {
