@@ -124,7 +124,12 @@ pub enum Cmd {
         json: bool,
     },
     /// Delete a source by id or by the path/external id it was ingested under.
-    Delete { source: String },
+    Delete {
+        source: String,
+        /// The folder paths are relative to, as given to `cairn ingest --root`.
+        #[arg(long)]
+        root: Option<PathBuf>,
+    },
     /// Counts, sizes and index state.
     Stats {
         #[arg(long)]
@@ -268,6 +273,10 @@ pub struct EvalArgs {
 pub struct IngestArgs {
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
+    /// Files are named (their external id) by their path relative to this folder; default the
+    /// current directory. A file outside it is named by its absolute path.
+    #[arg(long)]
+    pub root: Option<PathBuf>,
     /// Upload to a running server instead of writing the data dir.
     #[arg(long)]
     pub server: Option<String>,

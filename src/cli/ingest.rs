@@ -1,7 +1,8 @@
 //! `cairn ingest`: files and folders into the data dir, or uploaded to a `--server`.
 
+use std::collections::HashSet;
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -9,20 +10,68 @@ use indicatif::{ProgressBar, ProgressStyle};
 use cairn::config::Config;
 use cairn::error::{Code, Error};
 use cairn::extract::FileType;
-use cairn::service::{Cairn, IngestFile, IngestReport, IngestStatus};
+use cairn::service::{source_id_of, Cairn, IngestFile, IngestReport, IngestStatus};
 
 use super::args::{IngestArgs, RemoteArgs};
+use super::names::Namer;
 
 /// `cairn ingest`: into the data dir, or uploaded to `--server`.
 pub async fn ingest(config: Config, a: IngestArgs) -> Result<ExitCode, Error> {
+    let namer = Namer::new(a.root.as_deref())?;
+    let found = collect_files(&a.paths, &namer);
     match &a.server {
-        Some(url) => ingest_remote(&config, &a.paths, url, &a.remote, a.json).await,
-        None => ingest_local(config, &a.paths, a.json).await,
+        Some(url) => ingest_remote(&config, found, url, &a.remote, a.json).await,
+        None => ingest_local(config, found, a.json).await,
+    }
+}
+
+/// The files to ingest, each with its external id; the unsupported files skipped in folders;
+/// the paths that do not exist.
+struct Found {
+    files: Vec<PathBuf>,
+    names: Vec<String>,
+    skipped: usize,
+    missing: Vec<(String, String)>,
+}
+
+impl Found {
+    /// Names files by the absolute path they were first ingested under (before relative ids)
+    /// where `stored` says the store holds a source under it.
+    async fn keep_legacy_names<F, Fut>(&mut self, stored: F) -> Result<(), Error>
+    where
+        F: FnOnce(Vec<String>) -> Fut,
+        Fut: std::future::Future<Output = Result<HashSet<String>, Error>>,
+    {
+        let old: Vec<(usize, String)> = self
+            .files
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (i, Namer::legacy(p)))
+            .filter(|(i, old)| *old != self.names[*i])
+            .collect();
+        if old.is_empty() {
+            return Ok(());
+        }
+        let have = stored(old.iter().map(|(_, o)| source_id_of(o)).collect()).await?;
+        let mut kept = 0;
+        for (i, o) in old {
+            if have.contains(&source_id_of(&o)) {
+                self.names[i] = o;
+                kept += 1;
+            }
+        }
+        if kept > 0 {
+            eprintln!(
+                "note: {kept} files keep the absolute path they were first ingested under as \
+                 their id (delete them and ingest again for relative ids)"
+            );
+        }
+        Ok(())
     }
 }
 
 /// Files to ingest: named files as given; folders walked recursively, keeping supported types.
-fn collect_files(paths: &[PathBuf]) -> (Vec<PathBuf>, usize, Vec<(String, String)>) {
+fn collect_files(paths: &[PathBuf], namer: &Namer) -> Found {
     let mut files = Vec::new();
     let mut skipped = 0;
     let mut missing = Vec::new();
@@ -52,14 +101,13 @@ fn collect_files(paths: &[PathBuf]) -> (Vec<PathBuf>, usize, Vec<(String, String
             ));
         }
     }
-    (files, skipped, missing)
-}
-
-fn external_name(p: &Path) -> String {
-    std::fs::canonicalize(p)
-        .unwrap_or_else(|_| p.to_path_buf())
-        .display()
-        .to_string()
+    let names = files.iter().map(|p| namer.name(p)).collect();
+    Found {
+        files,
+        names,
+        skipped,
+        missing,
+    }
 }
 
 struct Progress {
@@ -160,6 +208,7 @@ struct BatchRule {
 /// all at once.
 struct Batches<'a> {
     files: &'a [PathBuf],
+    names: &'a [String],
     at: usize,
     rule: BatchRule,
 }
@@ -188,10 +237,9 @@ impl Batches<'_> {
             && b.files.len() < self.rule.max_files
             && bytes < self.rule.max_bytes
         {
-            let p = &self.files[self.at];
+            let (p, name) = (&self.files[self.at], self.names[self.at].clone());
             self.at += 1;
             b.covered += 1;
-            let name = external_name(p);
             let read = match std::fs::metadata(p).map(|m| m.len()) {
                 Ok(n) if n > max => Err((
                     Code::PayloadTooLarge,
@@ -215,18 +263,22 @@ impl Batches<'_> {
     }
 }
 
-async fn ingest_local(config: Config, paths: &[PathBuf], json: bool) -> Result<ExitCode, Error> {
-    let (files, skipped, missing) = collect_files(paths);
+async fn ingest_local(config: Config, mut found: Found, json: bool) -> Result<ExitCode, Error> {
     let rule = BatchRule {
         max_file_bytes: config.ingest.max_file_bytes,
         max_files: config.ingest.batch_sources.max(1),
         max_bytes: config.ingest.max_batch_bytes,
     };
     let cairn = Cairn::open(config).await?;
-    let progress = Progress::new(files.len(), json);
-    let mut reports = missing_reports(missing, &progress);
+    let c = &cairn;
+    found
+        .keep_legacy_names(|ids| async move { c.existing_sources(&ids).await })
+        .await?;
+    let progress = Progress::new(found.files.len(), json);
+    let mut reports = missing_reports(found.missing, &progress);
     let batches = Batches {
-        files: &files,
+        files: &found.files,
+        names: &found.names,
         at: 0,
         rule,
     };
@@ -236,7 +288,7 @@ async fn ingest_local(config: Config, paths: &[PathBuf], json: bool) -> Result<E
     })
     .await?;
     cairn.optimize().await?;
-    Ok(summarize(&reports, skipped, json))
+    Ok(summarize(&reports, found.skipped, json))
 }
 
 /// A failed report for each path that does not exist.
@@ -290,16 +342,18 @@ where
 
 async fn ingest_remote(
     config: &Config,
-    paths: &[PathBuf],
+    mut found: Found,
     url: &str,
     remote: &RemoteArgs,
     json: bool,
 ) -> Result<ExitCode, Error> {
-    let (files, skipped, missing) = collect_files(paths);
     let client = reqwest::Client::new();
     let endpoint = format!("{}/sources", url.trim_end_matches('/'));
-    let progress = Progress::new(files.len(), json);
-    let mut reports = missing_reports(missing, &progress);
+    found
+        .keep_legacy_names(|ids| remote_existing(&client, &endpoint, remote, ids))
+        .await?;
+    let progress = Progress::new(found.files.len(), json);
+    let mut reports = missing_reports(found.missing, &progress);
     // Each request stays under the server's default upload limit; a file that alone would
     // not fails here, as it would there.
     let upload = config.server.max_upload_bytes as u64;
@@ -309,7 +363,8 @@ async fn ingest_remote(
         max_bytes: (upload / 2).max(1),
     };
     let batches = Batches {
-        files: &files,
+        files: &found.files,
+        names: &found.names,
         at: 0,
         rule,
     };
@@ -320,7 +375,34 @@ async fn ingest_remote(
         Ok(out)
     })
     .await?;
-    Ok(summarize(&reports, skipped, json))
+    Ok(summarize(&reports, found.skipped, json))
+}
+
+/// Which of `ids` the server holds (`GET /sources/{id}`); none when the key may not read
+/// sources.
+async fn remote_existing(
+    client: &reqwest::Client,
+    endpoint: &str,
+    remote: &RemoteArgs,
+    ids: Vec<String>,
+) -> Result<HashSet<String>, Error> {
+    let mut out = HashSet::new();
+    for id in ids {
+        let url = format!("{endpoint}/{id}");
+        let r = remote
+            .authorize(client.get(&url))
+            .send()
+            .await
+            .map_err(|e| Error::InvalidInput(format!("cannot reach {endpoint}: {e}")))?;
+        match r.status().as_u16() {
+            200 => {
+                out.insert(id);
+            }
+            401 | 403 => break,
+            _ => {}
+        }
+    }
+    Ok(out)
 }
 
 /// One multipart upload; the server's per-file reports.

@@ -19,6 +19,7 @@ pub mod args;
 mod ask;
 mod ingest;
 mod keys;
+mod names;
 mod ops;
 mod read;
 mod serve;
@@ -59,7 +60,7 @@ pub async fn run(cli: Cli, config: Config) -> Result<ExitCode, Error> {
         Cmd::Graph(a) => read::graph(config, a).await,
         Cmd::Search(a) => read::search(config, a).await,
         Cmd::Sources { json } => read::sources(config, json).await,
-        Cmd::Delete { source } => read::delete(config, &source).await,
+        Cmd::Delete { source, root } => read::delete(config, &source, root.as_deref()).await,
         Cmd::Stats { json } => read::stats(config, json).await,
         Cmd::Check { repair, json } => ops::check(config, repair, json).await,
         Cmd::Bench(a) => ops::bench(config, reuse, a).await,

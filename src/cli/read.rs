@@ -2,6 +2,7 @@
 //! each, printed as text or JSON.
 
 use std::io::IsTerminal;
+use std::path::Path;
 use std::process::ExitCode;
 
 use cairn::config::Config;
@@ -10,6 +11,7 @@ use cairn::search::SearchRequest;
 use cairn::service::Cairn;
 
 use super::args::{GraphArgs, SearchArgs};
+use super::names::Namer;
 
 fn plain_snippet(s: &str) -> String {
     let tty = std::io::stdout().is_terminal();
@@ -146,12 +148,22 @@ pub async fn sources(config: Config, json: bool) -> Result<ExitCode, Error> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn delete(config: Config, source: &str) -> Result<ExitCode, Error> {
+/// `cairn delete`: by source id, external id, or the path of a file as `cairn ingest` named it.
+pub async fn delete(config: Config, source: &str, root: Option<&Path>) -> Result<ExitCode, Error> {
     let cairn = Cairn::open(config).await?;
-    let found = cairn.resolve_source(source).await?;
-    cairn.delete_source(&found.id).await?;
-    say!("deleted {} ({})", found.id, found.external_id);
-    Ok(ExitCode::SUCCESS)
+    let mut missing = None;
+    for candidate in Namer::new(root)?.candidates(source) {
+        match cairn.resolve_source(&candidate).await {
+            Ok(found) => {
+                cairn.delete_source(&found.id).await?;
+                say!("deleted {} ({})", found.id, found.external_id);
+                return Ok(ExitCode::SUCCESS);
+            }
+            Err(e @ Error::NotFound { .. }) => missing = missing.or(Some(e)),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(missing.unwrap_or_else(|| Error::not_found(format!("source `{source}`"))))
 }
 
 pub async fn stats(config: Config, json: bool) -> Result<ExitCode, Error> {

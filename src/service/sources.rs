@@ -116,6 +116,19 @@ impl Cairn {
             .ok_or_else(|| Error::not_found(format!("source `{id}`")))
     }
 
+    /// Which of `ids` are stored sources.
+    pub async fn existing_sources(
+        &self,
+        ids: &[String],
+    ) -> Result<std::collections::HashSet<String>> {
+        let mut out = std::collections::HashSet::new();
+        for part in ids.chunks(500) {
+            let rows = self.store.get_sources(part).await?;
+            out.extend(rows.into_iter().map(|s| s.id));
+        }
+        Ok(out)
+    }
+
     /// Finds a source by id or by external id (e.g. the file path it was ingested from).
     pub async fn resolve_source(&self, id_or_external: &str) -> Result<SourceInfo> {
         match self.get_source(id_or_external).await {

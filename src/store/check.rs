@@ -149,8 +149,8 @@ impl Store {
                 self.memory_replace(&part, add);
             }
             // 4. The graph and the concept rows: from the surviving mentions.
-            let touched = self.refresh_graph(&part).await?;
-            self.sync_concepts(touched).await?;
+            let committed = self.committed_of(&part).await?;
+            self.concepts.refresh(&part, &committed).await?;
         }
         Ok(removed)
     }
@@ -165,9 +165,8 @@ impl Store {
         Ok(rep)
     }
 
-    /// The concept half of `check`: every mention belongs to a committed chunk and names a
-    /// concept with a row; every concept row is mentioned.
-    pub(super) async fn check_concepts(
+    /// The concept half of `check` (see `ConceptStore::check`) over the committed chunks.
+    async fn check_concepts(
         &self,
         rep: &mut CheckReport,
         rows: &[SourceRecord],
@@ -182,29 +181,7 @@ impl Store {
             .filter(|(_, s, h)| committed.get(s.as_str()) == Some(&h.as_str()))
             .map(|(c, _, _)| c.as_str())
             .collect();
-        let concept_ids = self.concepts.concept_ids().await?;
-        let mentions = self.concepts.mentions_where(None).await?;
-        let mut mentioned: HashSet<&str> = HashSet::new();
-        let mut affected = Vec::new();
-        for m in &mentions {
-            if !valid.contains(m.chunk_id.as_str()) {
-                rep.orphan_mentions += 1;
-                affected.push(m.source_id.clone());
-            } else if !concept_ids.contains(&m.concept_id) {
-                rep.dangling_mentions += 1;
-            } else {
-                mentioned.insert(m.concept_id.as_str());
-            }
-        }
-        rep.orphan_concepts = concept_ids
-            .iter()
-            .filter(|id| !mentioned.contains(id.as_str()))
-            .cloned()
-            .collect();
-        rep.orphan_concepts.sort();
-        affected.sort();
-        affected.dedup();
-        Ok(affected)
+        self.concepts.check(rep, &valid).await
     }
 
     pub(super) fn compare(
@@ -277,26 +254,10 @@ impl Store {
         let ids: Vec<String> = ids.into_iter().collect();
         let removed = self.reconcile(&ids).await?;
         if rep.dangling_mentions > 0 {
-            // Mentions of a concept with no row (and so no vector) cannot be used: drop them.
-            let known = self.concepts.concept_ids().await?;
-            let mut dangling: Vec<String> = self
-                .concepts
-                .mentions_where(None)
-                .await?
-                .into_iter()
-                .filter(|m| !known.contains(&m.concept_id))
-                .map(|m| m.concept_id)
-                .collect();
-            dangling.sort();
-            dangling.dedup();
-            for part in dangling.chunks(500) {
-                self.concepts
-                    .delete_mentions(&sql_in("concept_id", part))
-                    .await?;
-            }
+            self.concepts.drop_dangling().await?;
         }
-        self.load_graph(&self.committed_hashes().await?).await?;
-        self.sync_all_concepts().await?;
+        self.concepts.load(&self.committed_hashes().await?).await?;
+        self.concepts.resync().await?;
         for f in self.journal_files()? {
             std::fs::remove_file(f)?;
         }

@@ -19,9 +19,8 @@
 //! `cairn check` verifies the invariant over the whole store; `--repair` reconciles everything.
 
 mod check;
-pub mod concepts;
+mod concepts;
 pub mod flat;
-mod graph_sync;
 mod journal;
 pub mod keyword;
 mod records;
@@ -31,7 +30,6 @@ pub mod stem;
 pub mod vector;
 
 pub use check::CheckReport;
-use graph_sync::{add_committed_mentions, complete_vectors, new_concept_rows};
 pub use journal::free_bytes;
 use journal::{crash_point, sync_fs};
 pub use records::{meta_terms, meta_values, ChunkRecord, Filters, SourceRecord};
@@ -46,8 +44,8 @@ use tokio::sync::Mutex;
 use tracing::Instrument;
 
 use crate::error::{Error, Result};
-use crate::graph::{ConceptGraph, ConceptRow, MentionRow};
-use concepts::ConceptTables;
+use crate::graph::{ConceptGraph, MentionRow};
+use concepts::{ConceptStore, Staged};
 use flat::{FlatEntry, FlatIndex};
 use keyword::KeywordIndex;
 use vector::{sql_in, sql_str, VectorStore};
@@ -76,8 +74,7 @@ struct Written<'a> {
     ids: &'a [String],
     sources: Vec<SourceRecord>,
     chunks: Vec<ChunkRecord>,
-    mentions: Vec<MentionRow>,
-    new_rows: Vec<ConceptRow>,
+    concepts: Staged,
 }
 
 /// The combined store.
@@ -88,10 +85,9 @@ pub struct Store {
     vectors: VectorStore,
     /// tantivy: BM25 over the same chunks, derived from LanceDB's.
     keywords: Arc<KeywordIndex>,
-    /// LanceDB: the concepts and mentions tables.
-    concepts: ConceptTables,
-    /// The concept graph of the committed mentions (see `crate::graph`).
-    graph: Arc<std::sync::RwLock<ConceptGraph>>,
+    /// The concept tables and the graph of the committed mentions: every concept write goes
+    /// through it (see `concepts.rs`).
+    concepts: ConceptStore,
     /// The committed chunk vectors in memory (see `flat`), `None` when the store is larger
     /// than `memory_max_rows` or the copy is off.
     memory: Arc<std::sync::RwLock<Option<FlatIndex>>>,
@@ -159,12 +155,17 @@ impl Store {
 
     /// The in-memory concept graph, for readers on blocking threads.
     pub fn graph(&self) -> Arc<std::sync::RwLock<ConceptGraph>> {
-        self.graph.clone()
+        self.concepts.graph()
+    }
+
+    /// The in-memory concept graph, for a short read on the runtime.
+    pub fn graph_read(&self) -> std::sync::RwLockReadGuard<'_, ConceptGraph> {
+        self.concepts.graph_read()
     }
 
     /// Whether this open created the concept tables (a data dir from before the graph).
     pub fn concepts_created(&self) -> bool {
-        self.concepts.created
+        self.concepts.created()
     }
 
     /// Concepts stored.
@@ -217,13 +218,12 @@ impl Store {
             doc_cache_blocks,
         )?);
         let vectors = VectorStore::open(&dir.join("lance"), dim).await?;
-        let concepts = ConceptTables::open(&dir.join("lance"), dim).await?;
+        let concepts = ConceptStore::open(&dir.join("lance"), dim).await?;
         let store = Self {
             dir: dir.to_path_buf(),
             vectors,
             keywords,
             concepts,
-            graph: Default::default(),
             memory: Default::default(),
             memory_max_rows,
             writable,
@@ -233,11 +233,11 @@ impl Store {
         };
         // The graph and the vector copy first: replaying the journal updates them like any write.
         let committed = store.committed_hashes().await?;
-        store.load_graph(&committed).await?;
+        store.concepts.load(&committed).await?;
         store.load_memory(&committed).await?;
         if writable {
             store.replay_journal().await?;
-            store.sync_all_concepts().await?;
+            store.concepts.resync().await?;
         }
         Ok(store)
     }
@@ -259,6 +259,15 @@ impl Store {
             .into_iter()
             .map(|r| (r.id, r.content_hash))
             .collect())
+    }
+
+    /// The committed content hashes of those of `ids` that have a `sources` row.
+    async fn committed_of(&self, ids: &[String]) -> Result<HashMap<String, String>> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows = self.vectors.get_sources(ids).await?;
+        Ok(rows.into_iter().map(|r| (r.id, r.content_hash)).collect())
     }
 
     /// Loads the committed chunk vectors into memory when the store is small enough.
@@ -434,74 +443,42 @@ impl Store {
         mut chunks: Vec<ChunkRecord>,
         concepts: ConceptWrite,
     ) -> Result<Vec<String>> {
-        let ConceptWrite {
-            mut mentions,
-            vectors,
-            embed_names,
-        } = concepts;
         let _g = self.write_lock.lock().await;
         self.finish_interrupted().await?;
         let ids: Vec<String> = sources.iter().map(|s| s.id.clone()).collect();
-        let stored: HashMap<String, String> = self
-            .vectors
-            .get_sources(&ids)
-            .await?
-            .into_iter()
-            .map(|r| (r.id, r.content_hash))
-            .collect();
+        let stored = self.committed_of(&ids).await?;
         let same = |id: &str, hash: &str| stored.get(id).is_some_and(|h| h == hash);
         sources.retain(|s| !same(&s.id, &s.content_hash));
         chunks.retain(|c| !same(&c.source_id, &c.content_hash));
-        mentions.retain(|m| !same(&m.source_id, &m.content_hash));
         if sources.is_empty() {
             return Ok(Vec::new());
         }
+        let changed = |m: &MentionRow| !same(&m.source_id, &m.content_hash);
+        let concepts = self.concepts.prepare(concepts, &changed).await?;
         let ids: Vec<String> = sources.iter().map(|s| s.id.clone()).collect();
-        // Vectors of every concept mentioned: the graph's for known ones, else the caller's.
-        let known: HashMap<String, Vec<f32>> = {
-            let g = self.graph_read();
-            mentions
-                .iter()
-                .filter_map(|m| {
-                    g.vector_of(&m.concept_id)
-                        .map(|v| (m.concept_id.clone(), v))
-                })
-                .collect()
-        };
-        let vectors = complete_vectors(&mentions, &known, vectors, embed_names.as_ref()).await?;
-        let new_rows = new_concept_rows(&mentions, &|id| known.contains_key(id), &vectors)?;
         let journal = self.journal_begin("upsert", &ids)?;
         crash_point("after_journal");
         let written = Written {
             ids: &ids,
             sources,
             chunks,
-            mentions,
-            new_rows,
+            concepts,
         };
-        let r = self.upsert_journaled(written, &known, &vectors).await;
+        let r = self.upsert_journaled(written).await;
         self.settle(&journal, &ids, r).await?;
         Ok(ids)
     }
 
     /// The steps of an upsert between its journal's creation and removal.
-    async fn upsert_journaled(
-        &self,
-        w: Written<'_>,
-        known: &HashMap<String, Vec<f32>>,
-        vectors: &HashMap<String, Vec<f32>>,
-    ) -> Result<()> {
+    async fn upsert_journaled(&self, w: Written<'_>) -> Result<()> {
         let Written {
             ids,
             sources,
             chunks,
-            mentions,
-            new_rows,
+            concepts,
         } = w;
-        // A new concept's row exists before any mention of it (see `concepts`).
-        self.concepts.upsert_concepts(&new_rows).await?;
         self.vectors.add_chunks(&chunks).await?;
-        self.concepts.add_mentions(&mentions).await?;
+        self.concepts.stage(&concepts).await?;
         crash_point("after_vectors");
         self.keywords.replace(ids, &chunks)?;
         crash_point("after_keywords");
@@ -524,18 +501,11 @@ impl Store {
                 .collect();
             self.memory_replace(ids, add);
         }
-        let mut touched = BTreeSet::new();
-        {
-            let committed: HashMap<String, String> = sources
-                .iter()
-                .map(|s| (s.id.clone(), s.content_hash.clone()))
-                .collect();
-            let mut g = self.graph_write();
-            g.remove_sources(ids, &mut touched);
-            let lookup = |id: &str| known.get(id).or_else(|| vectors.get(id)).cloned();
-            add_committed_mentions(&mut g, &mentions, &committed, &lookup, &mut touched);
-        }
-        self.sync_concepts(touched).await
+        let committed: HashMap<String, String> = sources
+            .iter()
+            .map(|s| (s.id.clone(), s.content_hash.clone()))
+            .collect();
+        self.concepts.apply(concepts, ids, &committed).await
     }
 
     /// Ends a journaled write. When it failed part-way (a full disk, an I/O error), its
@@ -560,7 +530,7 @@ impl Store {
         // failed first step may have added with no mention yet.
         let rolled_back = async {
             self.reconcile(ids).await?;
-            self.sync_all_concepts().await
+            self.concepts.resync().await
         };
         match rolled_back.await {
             Ok(()) => {
@@ -582,7 +552,7 @@ impl Store {
     async fn finish_interrupted(&self) -> Result<()> {
         if self.interrupted.load(Ordering::SeqCst) {
             self.replay_journal().await?;
-            self.sync_all_concepts().await?;
+            self.concepts.resync().await?;
             self.interrupted.store(false, Ordering::SeqCst);
             tracing::info!("interrupted writes finished");
         }
@@ -620,20 +590,9 @@ impl Store {
         let this = self.clone();
         run_to_completion(async move {
             let _g = this.write_lock.lock().await;
-            let ConceptWrite {
-                mentions, vectors, ..
-            } = write;
-            let new_rows = {
-                let g = this.graph_read();
-                new_concept_rows(&mentions, &|id| g.contains(id), &vectors)?
-            };
-            this.concepts.upsert_concepts(&new_rows).await?;
-            this.concepts.add_mentions(&mentions).await?;
-            let mut sources: Vec<String> = mentions.iter().map(|m| m.source_id.clone()).collect();
-            sources.sort();
-            sources.dedup();
-            let touched = this.refresh_graph(&sources).await?;
-            this.sync_concepts(touched).await
+            let sources = this.concepts.add(write).await?;
+            let committed = this.committed_of(&sources).await?;
+            this.concepts.refresh(&sources, &committed).await
         })
         .await
     }
@@ -678,15 +637,13 @@ impl Store {
         for part in existing.chunks(500) {
             self.delete_chunks(&sql_in("source_id", part)).await?;
         }
-        let mut touched = BTreeSet::new();
-        self.graph_write().remove_sources(existing, &mut touched);
-        self.sync_concepts(touched).await
+        self.concepts.remove(existing).await
     }
 
     pub async fn stats(&self) -> Result<StoreStats> {
         let memory_index_rows = self.memory_read().as_ref().map(FlatIndex::len);
         let (concepts, concept_edges) = {
-            let g = self.graph_read();
+            let g = self.concepts.graph_read();
             (g.concept_count(), g.edge_count())
         };
         let ann = self

@@ -42,6 +42,21 @@ pub(super) async fn read_each<T>(
     Ok(out)
 }
 
+/// A column of string lists (`aliases`, `meta`), as both tables declare it.
+pub(super) fn string_list_field(name: &str) -> arrow_schema::Field {
+    use arrow_schema::{DataType, Field};
+    let item = Field::new("item", DataType::Utf8, true);
+    Field::new(name, DataType::List(std::sync::Arc::new(item)), false)
+}
+
+/// The `vector` column of `dim` floats, as both tables declare it.
+pub(super) fn vector_field(dim: usize) -> arrow_schema::Field {
+    use arrow_schema::{DataType, Field};
+    let item = Field::new("item", DataType::Float32, true);
+    let list = DataType::FixedSizeList(std::sync::Arc::new(item), dim as i32);
+    Field::new("vector", list, false)
+}
+
 /// A column of a batch as its concrete array type.
 pub(super) fn col<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a T> {
     b.column_by_name(name)

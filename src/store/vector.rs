@@ -20,7 +20,7 @@ use lancedb::query::{QueryBase, Select};
 use lancedb::table::OptimizeAction;
 use lancedb::{DistanceType, Table};
 
-use super::rows::{id_vectors, read, read_each, strings};
+use super::rows::{id_vectors, read, read_each, string_list_field, strings, vector_field};
 use super::{ChunkRecord, SourceRecord};
 use crate::error::{Error, Result};
 
@@ -92,20 +92,9 @@ fn chunks_schema(dim: usize) -> SchemaRef {
         Field::new("char_start", DataType::UInt32, false),
         Field::new("char_end", DataType::UInt32, false),
         Field::new("file_type", DataType::Utf8, false),
-        Field::new(
-            "meta",
-            DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
-            false,
-        ),
+        string_list_field("meta"),
         Field::new("external_id", DataType::Utf8, false),
-        Field::new(
-            "vector",
-            DataType::FixedSizeList(
-                Arc::new(Field::new("item", DataType::Float32, true)),
-                dim as i32,
-            ),
-            false,
-        ),
+        vector_field(dim),
     ]))
 }
 

@@ -21,6 +21,102 @@ pub fn run_json(cmd: &mut std::process::Command) -> (i32, Value) {
     (out.status.code().unwrap_or(-1), v)
 }
 
+/// The ids of `cairn ingest`'s reports, by status, sorted.
+fn ids_by_status(v: &Value, status: &str) -> Vec<String> {
+    let mut ids: Vec<String> = v["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["status"] == status)
+        .map(|r| r["external_id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// `cairn` run from `dir`, with the models named by absolute path.
+fn cairn_in(data: &std::path::Path, dir: &std::path::Path) -> std::process::Command {
+    let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let mut c = cairn_cmd(data);
+    c.current_dir(dir)
+        .env(
+            "CAIRN_MODELS__ONNXRUNTIME",
+            models.join("onnxruntime/libonnxruntime.so"),
+        )
+        .env(
+            "CAIRN_MODELS__EMBEDDING",
+            models.join("all-minilm-l6-v2-int8"),
+        );
+    c
+}
+
+/// Files are named by their path under the root (the current directory or `--root`), never
+/// by a server path; a data dir from before keeps its absolute ids instead of doubling.
+#[tokio::test]
+async fn ingest_names_files_relative_to_the_root() {
+    let tmp = tempfile::tempdir().unwrap();
+    let top = std::fs::canonicalize(tmp.path()).unwrap();
+    let docs = top.join("docs");
+    let data = top.join("data");
+    std::fs::create_dir_all(docs.join("sub")).unwrap();
+    std::fs::write(docs.join("a.md"), "# Alpha\n\nThe quince hedge.").unwrap();
+    std::fs::write(docs.join("sub/b.txt"), "Beta: the slate roof.").unwrap();
+    std::fs::write(docs.join("sub/c.txt"), "Gamma: the flint wall.").unwrap();
+    // An older CLI ingested c.txt under its absolute path.
+    let old = docs.join("sub/c.txt").display().to_string();
+    {
+        let cairn = cairn::service::Cairn::open(test_config(&data))
+            .await
+            .unwrap();
+        let file = cairn::service::IngestFile {
+            name: old.clone(),
+            bytes: std::fs::read(docs.join("sub/c.txt")).unwrap(),
+            metadata: Default::default(),
+        };
+        let r = cairn.ingest_files(vec![file], &|_| {}).await.unwrap();
+        assert_eq!(r[0].status, cairn::service::IngestStatus::Created);
+    }
+    let (code, v) = run_json(cairn_in(&data, &top).args(["ingest", "--json", "docs"]));
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(
+        ids_by_status(&v, "created"),
+        ["docs/a.md", "docs/sub/b.txt"]
+    );
+    assert_eq!(ids_by_status(&v, "unchanged"), [old.as_str()], "{v}");
+    // From elsewhere, with --root naming the same folder: the same ids.
+    let (code, v) = run_json(
+        cairn_in(&data, &docs.join("sub"))
+            .args(["ingest", "--json", "--root"])
+            .arg(&top)
+            .arg("b.txt"),
+    );
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(ids_by_status(&v, "unchanged"), ["docs/sub/b.txt"], "{v}");
+    // Delete by the path as ingested, relative to the current directory.
+    let out = cairn_in(&data, &docs.join("sub"))
+        .args(["delete", "--root"])
+        .arg(&top)
+        .arg("b.txt")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.contains("(docs/sub/b.txt)"),
+        "{said}"
+    );
+    let (_, list) = run_json(cairn_cmd(&data).args(["sources", "--json"]));
+    let mut left: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["external_id"].as_str().unwrap())
+        .collect();
+    left.sort();
+    let mut want = vec!["docs/a.md", old.as_str()];
+    want.sort();
+    assert_eq!(left, want);
+}
+
 #[tokio::test]
 async fn ingest_search_stats_sources_delete_check() {
     let tmp = tempfile::tempdir().unwrap();
