@@ -257,7 +257,11 @@ fn sized(
     let depth = match (mode, &group) {
         // Without fusion a retriever's own top `need` is the answer.
         (Mode::Keyword | Mode::Vector, None) => need,
-        (Mode::Keyword | Mode::Vector, Some(_)) => k.max(need),
+        // Grouped, BM25 starts at twice the page and deepens until the groups are found: each
+        // of its hits costs a read of the doc store, and 200 of them cost 2.5x the search
+        // (docs/benchmarks.md). A flat vector scan costs the same at any depth: no re-scans.
+        (Mode::Keyword, Some(_)) => (2 * need).min(k.max(need)),
+        (Mode::Vector, Some(_)) => k.max(need),
         // The first fusion tier deep enough to rank `need` hits.
         (Mode::Hybrid, _) => std::iter::successors(Some(k), |d| Some(d * 2))
             .find(|d| *d >= need)
@@ -371,13 +375,20 @@ mod tests {
             (v.keyword, v.vector, v.embed, v.depth),
             (false, true, true, 11)
         );
-        // Grouped, a lone retriever fetches the fusion depth: groups need more chunks.
-        let g = planned(SearchRequest {
-            mode: Mode::Keyword,
-            group_by: Some(GroupBy::Source),
-            ..req("x")
-        });
-        assert_eq!(g.depth, 100);
+        // Grouped, BM25 starts at twice the page (it deepens when the groups are not found);
+        // vector search at the fusion depth.
+        let grouped = |mode, limit| {
+            planned(SearchRequest {
+                mode,
+                limit: Some(limit),
+                group_by: Some(GroupBy::Source),
+                ..req("x")
+            })
+            .depth
+        };
+        assert_eq!(grouped(Mode::Keyword, 10), 22);
+        assert_eq!(grouped(Mode::Keyword, 100), 101);
+        assert_eq!(grouped(Mode::Vector, 10), 100);
     }
 
     #[test]
