@@ -67,6 +67,9 @@ pub struct ServerConfig {
     pub header_read_timeout_s: u64,
     /// Origins allowed by CORS: empty = CORS off, `["*"]` = any origin.
     pub cors_origins: Vec<String>,
+    /// The web console at `/` (assets compiled into the binary; they need no credentials,
+    /// the API calls they make do).
+    pub console: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -335,6 +338,7 @@ impl Default for ServerConfig {
             body_read_timeout_s: 60,
             header_read_timeout_s: 30,
             cors_origins: Vec::new(),
+            console: true,
         }
     }
 }

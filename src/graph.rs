@@ -743,6 +743,20 @@ impl ConceptGraph {
             .unwrap_or_default()
     }
 
+    /// The concepts a chunk mentions, as the API shows them (a source's chunk view).
+    pub fn chunk_nodes(&self, chunk_id: &str) -> Vec<ConceptNode> {
+        let Some(e) = self.chunks.get(chunk_id) else {
+            return Vec::new();
+        };
+        let mut ids: Vec<u32> = e.concepts.iter().map(|(i, _)| *i).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.into_iter()
+            .filter(|i| self.node(*i).is_some())
+            .map(|i| self.public(i))
+            .collect()
+    }
+
     /// Every (chunk, concept) pair, for the consistency check.
     pub fn mention_keys(&self) -> Vec<(String, String)> {
         let mut v = Vec::new();

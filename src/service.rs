@@ -161,6 +161,32 @@ pub struct SourcePage {
     pub next_cursor: Option<String>,
 }
 
+/// A page of one source's chunks in reading order: `GET /sources/{id}/chunks`.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct SourceChunks {
+    pub source: SourceInfo,
+    /// Chunks of the source's stored version.
+    pub total: usize,
+    pub offset: usize,
+    /// Pass as `offset` for the next page; `null` on the last.
+    pub next_offset: Option<usize>,
+    pub chunks: Vec<SourceChunk>,
+}
+
+/// One chunk of a source, with the concepts it mentions.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct SourceChunk {
+    pub chunk_id: String,
+    /// Position in the source, from 0.
+    pub ordinal: u32,
+    /// PDF page, from 1.
+    pub page: Option<u32>,
+    /// Heading path (`A > B`), or `null` outside headings.
+    pub section: Option<String>,
+    pub text: String,
+    pub concepts: Vec<crate::graph::ConceptNode>,
+}
+
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Stats {
     pub sources: usize,

@@ -159,7 +159,7 @@ impl Auth {
     pub fn authenticate(
         &self,
         credential: Option<&str>,
-        scope: Scope,
+        scope: Option<Scope>,
     ) -> std::result::Result<Principal, AuthError> {
         let cred = credential.map(str::trim).filter(|c| !c.is_empty());
         let Some(cred) = cred else {
@@ -181,7 +181,7 @@ impl Auth {
                 p.tier
             )));
         }
-        if !p.scopes.contains(&scope) {
+        if let Some(scope) = scope.filter(|s| !p.scopes.contains(s)) {
             return Err(AuthError::Forbidden(scope));
         }
         Ok(p)

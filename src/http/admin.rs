@@ -79,3 +79,32 @@ pub async fn revoke_key(
     st.cairn.revoke_key(&id)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
+
+/// Who the caller is, as `GET /me` answers.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Me {
+    /// The key's name, the token's subject, or `anonymous` when auth is off.
+    name: String,
+    tier: String,
+    /// What the credential may do (every scope when auth is off).
+    scopes: Vec<Scope>,
+    /// The server's `auth.mode`.
+    auth: &'static str,
+}
+
+/// `GET /me`: the caller's name, tier and scopes, for any valid credential whatever its
+/// scopes (a client such as the console shows only what the caller may use).
+#[utoipa::path(get, path = "/me", tag = "admin",
+    responses((status = 200, description = "The caller", body = Me), Guarded),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn me(
+    State(st): State<AppState>,
+    axum::Extension(p): axum::Extension<crate::auth::Principal>,
+) -> Json<Me> {
+    Json(Me {
+        name: p.name,
+        tier: p.tier,
+        scopes: p.scopes,
+        auth: st.cairn.auth.mode.as_str(),
+    })
+}

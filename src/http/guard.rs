@@ -31,14 +31,16 @@ fn route_of(req: &Request) -> String {
         .unwrap_or_else(|| req.uri().path().to_string())
 }
 
-/// The scope each route needs.
-pub fn scope_of(method: &Method, route: &str) -> Scope {
-    match (method.as_str(), route) {
+/// The scope each route needs (`None`: any valid credential).
+pub fn scope_of(method: &Method, route: &str) -> Option<Scope> {
+    Some(match (method.as_str(), route) {
+        // Any valid credential may ask who it is.
+        (_, "/me") => return None,
         (_, "/query" | "/v1/chat/completions") => Scope::Query,
         ("POST", "/sources") | ("DELETE", "/sources/{id}") => Scope::Ingest,
         (_, r) if r.starts_with("/admin/") => Scope::Admin,
         _ => Scope::Search,
-    }
+    })
 }
 
 fn is_public(st: &AppState, req: &Request) -> bool {

@@ -2,6 +2,7 @@
 //! [`Cairn`] and map the result. No storage access here; no HTTP types below here.
 
 pub mod admin;
+pub mod console;
 pub mod error;
 pub mod graph;
 pub mod guard;
@@ -86,6 +87,11 @@ pub fn router(cairn: Arc<Cairn>) -> Router {
             state.clone(),
             slow::body_deadline,
         ));
+    // Outside the guards: the console's files are public and the same for everyone.
+    let router = match state.cairn.config.server.console {
+        true => router.merge(console::routes()),
+        false => router,
+    };
     let router = match cors {
         Some(c) => router.layer(c),
         None => router,
@@ -94,8 +100,8 @@ pub fn router(cairn: Arc<Cairn>) -> Router {
 }
 
 /// Every API route, each with its OpenAPI operation (the `routes!` macro takes both from the
-/// handler's `#[utoipa::path]`), grouped by body limit. The `/docs` UI is added by [`router`],
-/// the only other place a route may be added (a test holds this).
+/// handler's `#[utoipa::path]`), grouped by body limit. The `/docs` UI and the console are added
+/// by [`router`], the only other place a route may be added (a test holds this).
 pub fn api_router(upload_limit: usize, json_limit: usize) -> OpenApiRouter<AppState> {
     let uploads = OpenApiRouter::new()
         .routes(routes!(create_sources, list_sources))
@@ -111,6 +117,8 @@ pub fn api_router(upload_limit: usize, json_limit: usize) -> OpenApiRouter<AppSt
         .merge(uploads)
         .merge(json_bodies)
         .routes(routes!(get_source, delete_source))
+        .routes(routes!(source_chunks))
+        .routes(routes!(admin::me))
         .routes(routes!(admin::revoke_key))
         .routes(routes!(graph::concepts))
         .routes(routes!(graph::graph))
@@ -480,6 +488,40 @@ async fn get_source(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     Ok(Json(st.cairn.get_source(&id).await?).into_response())
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct ChunkParams {
+    /// Chunks per page, 1 to 500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
+    limit: Option<usize>,
+    /// Chunks to skip (the previous page's `next_offset`).
+    offset: Option<usize>,
+}
+
+/// `GET /sources/{id}/chunks`: the source's chunks in reading order with their concepts.
+#[utoipa::path(get, path = "/sources/{id}/chunks", tag = "sources",
+    params(("id" = String, Path, description = "The source id"), ChunkParams),
+    responses(
+        (status = 200, description = "A page of the source's chunks", body = crate::service::SourceChunks),
+        (status = 404, description = "No such source (`not_found`)", body = openapi::ErrorResponse),
+        (status = 422, description = "Bad parameter (`invalid_request`)", body = openapi::ErrorResponse),
+        Guarded,
+    ),
+    security(("bearer" = []), ("api_key" = [])))]
+async fn source_chunks(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    q: Result<Query<ChunkParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(p) = q?;
+    let page = st
+        .cairn
+        .source_chunks(&id, p.offset.unwrap_or(0), p.limit.unwrap_or(100))
+        .await?;
+    Ok(Json(page).into_response())
 }
 
 /// `DELETE /sources/{id}`: the source, its chunks, vectors and keyword entries.

@@ -116,6 +116,51 @@ impl Cairn {
             .ok_or_else(|| Error::not_found(format!("source `{id}`")))
     }
 
+    /// A page of a source's chunks in reading order, each with the concepts it mentions.
+    /// Only the stored version's chunks (those of its content hash): an update in flight
+    /// shows nothing of itself until it commits.
+    pub async fn source_chunks(
+        &self,
+        id: &str,
+        offset: usize,
+        limit: usize,
+    ) -> Result<SourceChunks> {
+        if limit == 0 || limit > 500 {
+            return Err(Error::InvalidInput(
+                "limit must be between 1 and 500".into(),
+            ));
+        }
+        let source = self.get_source(id).await?;
+        let mut chunks = self
+            .store
+            .chunks_of_sources(std::slice::from_ref(&source.id))
+            .await?;
+        chunks.retain(|c| c.content_hash == source.content_hash);
+        chunks.sort_by_key(|c| c.ordinal);
+        let total = chunks.len();
+        let g = self.store.graph_read();
+        let page = chunks
+            .into_iter()
+            .skip(offset)
+            .take(limit)
+            .map(|c| SourceChunk {
+                concepts: g.chunk_nodes(&c.chunk_id),
+                chunk_id: c.chunk_id,
+                ordinal: c.ordinal,
+                page: c.page,
+                section: (!c.section.is_empty()).then_some(c.section),
+                text: c.text,
+            })
+            .collect();
+        Ok(SourceChunks {
+            source,
+            total,
+            offset,
+            next_offset: (offset.saturating_add(limit) < total).then_some(offset + limit),
+            chunks: page,
+        })
+    }
+
     /// Which of `ids` are stored sources.
     pub async fn existing_sources(
         &self,

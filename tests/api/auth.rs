@@ -543,3 +543,89 @@ async fn cli_clients_send_their_key_to_a_server_with_auth() {
         "{v}"
     );
 }
+
+/// `GET /me` answers any valid credential, whatever its scopes, and only a valid one; the
+/// console's files need none, and `server.console = false` takes them away.
+#[tokio::test]
+async fn me_names_the_caller_and_the_console_is_public() {
+    let app = spawn_app_with(|c| c.auth.mode = AuthMode::ApiKey).await;
+    let cairn = app.cairn.clone().unwrap();
+    let ingest_only = cairn
+        .create_key("uploader", "standard", vec![Scope::Ingest], None)
+        .unwrap();
+    let (s, me) = status_code(call(&app, "GET", "/me", Some(&ingest_only.key), None).await).await;
+    assert_eq!(s, 200, "{me}");
+    assert_eq!(
+        me,
+        json!({"name": "uploader", "tier": "standard", "scopes": ["ingest"], "auth": "api_key"})
+    );
+    // The same key may not search: /me is the one route without a scope.
+    let r = call(
+        &app,
+        "POST",
+        "/search",
+        Some(&ingest_only.key),
+        Some(json!({"query": "x"})),
+    )
+    .await;
+    assert_error(status_code(r).await, 403, "forbidden");
+    assert_error(
+        status_code(call(&app, "GET", "/me", None, None).await).await,
+        401,
+        "unauthorized",
+    );
+    assert_error(
+        status_code(call(&app, "GET", "/me", Some("cairn_nope_nope"), None).await).await,
+        401,
+        "invalid_credentials",
+    );
+
+    // The console: public, gzipped on request, with its policy; an unknown file is a 404.
+    // Raw HTTP/1.1: the test client would unzip the body and drop the header.
+    let raw = raw_get(&app.addr, "/", "accept-encoding: gzip\r\n").await;
+    let (head, body) = raw.split_at(raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4);
+    let head = String::from_utf8_lossy(head).to_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("content-encoding: gzip\r\n"), "{head}");
+    assert!(
+        head.contains("content-type: text/html; charset=utf-8\r\n"),
+        "{head}"
+    );
+    let csp = format!("content-security-policy: {}\r\n", cairn::http::console::CSP);
+    assert!(head.contains(&csp), "{head}");
+    assert_eq!(&body[..2], &[0x1f, 0x8b], "a gzip stream");
+    let js = call(&app, "GET", "/console/app.js", None, None).await;
+    assert_eq!(js.status(), 200);
+    assert!(js.text().await.unwrap().contains("/me"));
+    assert_error(
+        status_code(call(&app, "GET", "/console/secrets.js", None, None).await).await,
+        404,
+        "route_not_found",
+    );
+
+    let off = spawn_app_with(|c| c.server.console = false).await;
+    assert_error(
+        status_code(call(&off, "GET", "/", None, None).await).await,
+        404,
+        "route_not_found",
+    );
+    let (s, me) = status_code(call(&off, "GET", "/me", None, None).await).await;
+    assert_eq!(
+        (s, &me["name"], &me["auth"]),
+        (200, &json!("anonymous"), &json!("disabled"))
+    );
+    assert_eq!(me["scopes"].as_array().unwrap().len(), 4);
+}
+
+/// One `GET` over a plain TCP connection, as sent (no decoding): the whole response.
+async fn raw_get(base: &str, path: &str, extra_headers: &str) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let host = base.trim_start_matches("http://");
+    let mut conn = tokio::net::TcpStream::connect(host).await.unwrap();
+    let req =
+        format!("GET {path} HTTP/1.1\r\nhost: {host}\r\n{extra_headers}connection: close\r\n\r\n");
+    conn.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    conn.read_to_end(&mut out).await.unwrap();
+    out
+}

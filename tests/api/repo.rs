@@ -91,3 +91,31 @@ fn ci_call_parsing_ignores_comments_and_echoes() {
         ["scripts/b-c", "scripts/test"]
     );
 }
+
+/// The release binary stays small (issue 25): the release profile strips symbols and builds
+/// dependencies for size, and the release workflow fails a binary that grows past its guard.
+#[test]
+fn the_release_build_is_built_for_size_and_guarded() {
+    let cargo = read("Cargo.toml");
+    let section = |name: &str| -> String {
+        let start = cargo
+            .find(&format!("\n[{name}]\n"))
+            .unwrap_or_else(|| panic!("no [{name}] in Cargo.toml"));
+        let body = &cargo[start + name.len() + 4..];
+        body[..body.find("\n[").unwrap_or(body.len())].to_string()
+    };
+    let release = section("profile.release");
+    assert!(release.contains("strip = true"), "{release}");
+    let deps = section("profile.release.package.\"*\"");
+    assert!(deps.contains("opt-level = \"s\""), "{deps}");
+    assert!(deps.contains("codegen-units = 1"), "{deps}");
+    assert!(!cargo.contains("[profile.dist"), "one shipped profile: release");
+    let workflow = read(".github/workflows/release.yml");
+    let guard = workflow
+        .find("CAIRN_MAX_BINARY_BYTES: \"")
+        .map(|i| &workflow[i + 25..])
+        .and_then(|t| t[..t.find('"')?].parse::<u64>().ok())
+        .expect("the release workflow's binary size guard");
+    assert!(guard <= 140_000_000, "the guard may only come down: {guard}");
+    assert!(workflow.contains("test \"$size\" -le \"$CAIRN_MAX_BINARY_BYTES\""));
+}

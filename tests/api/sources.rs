@@ -417,3 +417,111 @@ async fn a_json_upload_and_the_same_jsonl_record_are_one_document() {
     let (_, source) = app.get("/sources?limit=10").await;
     assert_eq!(source["sources"][0]["title"], "Tide tables", "{source}");
 }
+
+/// `GET /sources/{id}/chunks`: the stored version's chunks in order with their pages, in
+/// pages that neither repeat nor skip, each with the concepts the graph has for it.
+#[tokio::test]
+async fn a_source_lists_its_chunks_in_order_with_their_concepts() {
+    let app = spawn_app().await;
+    let pages = [
+        "Glacial moraines hold the Vandermeer Basin sediment record. Ice cores date each layer.",
+        "The Vandermeer Basin sediment shows three advances of the glacier during the Holocene.",
+        "Radiocarbon dating of the Vandermeer Basin moraines confirms the Holocene advances.",
+    ];
+    let (s, b) = app
+        .upload(&[("basin.pdf", make_pdf("Basin Survey", &pages))])
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let id = b["sources"][0]["source_id"].as_str().unwrap().to_string();
+    let (s, all) = app.get(&format!("/sources/{id}/chunks")).await;
+    assert_eq!(s, 200, "{all}");
+    let chunks = all["chunks"].as_array().unwrap();
+    assert_eq!(all["total"], b["sources"][0]["chunks"]);
+    assert_eq!(chunks.len(), all["total"].as_u64().unwrap() as usize);
+    assert_eq!(all["source"]["id"], id.as_str());
+    assert_eq!(all["next_offset"], Value::Null);
+    let ordinals: Vec<u64> = chunks
+        .iter()
+        .map(|c| c["ordinal"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ordinals, (0..chunks.len() as u64).collect::<Vec<_>>());
+    assert_eq!(chunks[0]["page"], 1);
+    assert_eq!(chunks.last().unwrap()["page"], 3);
+    let text: String = chunks.iter().map(|c| c["text"].as_str().unwrap()).collect();
+    assert!(text.contains("Radiocarbon dating"), "{text}");
+
+    // One chunk a page: the same sequence.
+    let mut paged = Vec::new();
+    let mut offset = Some(0);
+    while let Some(o) = offset {
+        let (s, p) = app
+            .get(&format!("/sources/{id}/chunks?limit=1&offset={o}"))
+            .await;
+        assert_eq!(s, 200, "{p}");
+        paged.extend(
+            p["chunks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["chunk_id"].clone()),
+        );
+        offset = p["next_offset"].as_u64();
+    }
+    let ids: Vec<Value> = chunks.iter().map(|c| c["chunk_id"].clone()).collect();
+    assert_eq!(paged, ids);
+
+    // The concepts of a chunk are the graph's: each one lists the chunk among its mentions.
+    let concepts: Vec<&Value> = chunks
+        .iter()
+        .flat_map(|c| c["concepts"].as_array().unwrap())
+        .collect();
+    assert!(!concepts.is_empty(), "{all}");
+    let c = &chunks
+        .iter()
+        .find(|c| !c["concepts"].as_array().unwrap().is_empty())
+        .unwrap();
+    let name = c["concepts"][0]["name"].as_str().unwrap();
+    let (s, found) = app.get(&format!("/concepts/{name}?limit=1")).await;
+    assert_eq!(s, 200, "{found}");
+    assert_eq!(found[0]["id"], c["concepts"][0]["id"]);
+    assert!(
+        found[0]["chunks"]
+            .as_array()
+            .unwrap()
+            .contains(&c["chunk_id"]),
+        "{found}"
+    );
+
+    // An update shows only the new version's chunks.
+    let (s, b) = app
+        .upload(&[(
+            "basin.pdf",
+            make_pdf("Basin Survey", &["A single new page."]),
+        )])
+        .await;
+    assert_eq!(
+        (s, &b["sources"][0]["status"]),
+        (201, &json!("updated")),
+        "{b}"
+    );
+    let (_, now) = app.get(&format!("/sources/{id}/chunks")).await;
+    assert_eq!(now["total"], 1, "{now}");
+    assert!(!ids.contains(&now["chunks"][0]["chunk_id"]));
+
+    assert_error(app.get("/sources/src_nope/chunks").await, 404, "not_found");
+    assert_error(
+        app.get(&format!("/sources/{id}/chunks?limit=0")).await,
+        422,
+        "invalid_request",
+    );
+    assert_error(
+        app.get(&format!("/sources/{id}/chunks?limit=501")).await,
+        422,
+        "invalid_request",
+    );
+    assert_error(
+        app.get(&format!("/sources/{id}/chunks?cursor=x")).await,
+        422,
+        "invalid_request",
+    );
+}
