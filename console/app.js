@@ -622,9 +622,27 @@ async function graphView(concept, params, signal) {
   $("#edges tbody", main).replaceChildren(...rows);
   const match = (await api("GET", `/concepts/${encodeURIComponent(n.center.name)}?limit=1`, undefined, signal))[0];
   const chunks = match && match.id === n.center.id ? match.chunks : [];
-  $("#mentions", main).replaceChildren(
-    ...chunks.map((c) => el("li", {}, el("a", { href: chunkLink(sourceOfChunk(c), c), text: c }))),
+  $("#mentions", main).replaceChildren(...(await mentionItems(chunks, signal)));
+}
+
+/** Links to the chunks that mention a concept, labelled by their source's title. */
+async function mentionItems(chunks, signal) {
+  const ids = [...new Set(chunks.map(sourceOfChunk))].slice(0, 20);
+  const titles = new Map(
+    await Promise.all(
+      ids.map((id) =>
+        api("GET", "/sources/" + encodeURIComponent(id), undefined, signal)
+          .then((s) => [id, s.title || s.external_id])
+          .catch(() => [id, id]),
+      ),
+    ),
   );
+  return chunks.map((c) => {
+    const src = sourceOfChunk(c);
+    const ordinal = Number(/-(\d+)$/.exec(c)?.[1] ?? 0);
+    const label = `${titles.get(src) || src} · chunk ${ordinal + 1}`;
+    return el("li", {}, el("a", { href: chunkLink(src, c), text: label }));
+  });
 }
 
 function graphHash(id) {

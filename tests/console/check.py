@@ -81,7 +81,9 @@ def until(page, js, arg=None, timeout_s=60, what="the condition"):
 
 
 def shot(page, name):
+    """A PNG of the whole page, and a smaller JPEG of the viewport (what the docs show)."""
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+    page.screenshot(path=str(SHOTS / f"{name}.jpg"), type="jpeg", quality=70)
 
 
 def sign_in(page, key):
@@ -332,6 +334,22 @@ def narrow(browser):
     ctx.close()
 
 
+def dark(browser):
+    """The system's dark setting: the dark palette, audited for contrast like the light one."""
+    step("dark")
+    ctx, page = fresh_page(browser, KEYS["admin"], color_scheme="dark", viewport={"width": 1280, "height": 900})
+    page.goto(BASE + "/#/search?q=trail+markers&explain=1")
+    expect(page.locator("#results li.hit").first).to_be_visible()
+    bg = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert bg == "rgb(21, 23, 26)", f"the dark palette is not applied: {bg}"
+    audit(page, "search-dark")
+    shot(page, "search-dark")
+    page.goto(BASE + "/#/ops")
+    expect(page.locator("#stats dt").first).to_be_visible()
+    audit(page, "ops-dark")
+    ctx.close()
+
+
 def main():
     SHOTS.mkdir(parents=True, exist_ok=True)
     tmp = pathlib.Path(os.environ["TMP_DIR"])
@@ -352,6 +370,7 @@ def main():
         scoped(browser)
         rate_limited(browser)
         narrow(browser)
+        dark(browser)
         browser.close()
     leaks = [u for u in state["urls"] if any(k in u for k in KEYS.values())]
     others = state["hosts"] - {HOST}
