@@ -109,13 +109,19 @@ fn the_release_build_is_built_for_size_and_guarded() {
     let deps = section("profile.release.package.\"*\"");
     assert!(deps.contains("opt-level = \"s\""), "{deps}");
     assert!(deps.contains("codegen-units = 1"), "{deps}");
-    assert!(!cargo.contains("[profile.dist"), "one shipped profile: release");
+    assert!(
+        !cargo.contains("[profile.dist"),
+        "one shipped profile: release"
+    );
     let workflow = read(".github/workflows/release.yml");
     let guard = workflow
         .find("CAIRN_MAX_BINARY_BYTES: \"")
         .map(|i| &workflow[i + 25..])
         .and_then(|t| t[..t.find('"')?].parse::<u64>().ok())
         .expect("the release workflow's binary size guard");
-    assert!(guard <= 140_000_000, "the guard may only come down: {guard}");
+    assert!(
+        guard <= 140_000_000,
+        "the guard may only come down: {guard}"
+    );
     assert!(workflow.contains("test \"$size\" -le \"$CAIRN_MAX_BINARY_BYTES\""));
 }
