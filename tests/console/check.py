@@ -26,6 +26,7 @@ SHOTS = pathlib.Path(os.environ["SHOTS"])
 AXE = pathlib.Path(os.environ["AXE_JS"]).read_text()
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 HOST = urlparse(BASE).netloc
+HOSTS = {HOST, urlparse(os.environ["CAIRN_URL_NOGEN"]).netloc}
 TIMEOUT = 60_000
 
 state = {"phase": "start", "errors": [], "hosts": set(), "urls": []}
@@ -42,7 +43,7 @@ def watch(page):
         if msg.type != "error":
             return
         # The statuses a step provokes on purpose: no key yet, a spent quota, a broken upload.
-        expected = {"signin": "401", "rate": "429", "sources": "422"}.get(state["phase"])
+        expected = {"signin": "401", "rate": "429", "sources": "422", "forbidden": "403"}.get(state["phase"])
         if expected and f"status of {expected}" in msg.text:
             return
         state["errors"].append(f"[{state['phase']}] console: {msg.text}")
@@ -157,8 +158,13 @@ def ask(page):
     assert target.get_attribute("id") == "chunk-" + chunk.replace("%2D", "-"), (target.get_attribute("id"), chunk)
     audit(page, "source")
     shot(page, "source")
-    # Stop: the stream closes and the server frees the generation.
+    # A question the documents cannot answer: refused before the model runs.
     page.go_back()
+    page.fill("#question", "What is the boiling point of liquid nitrogen in kelvin?")
+    page.click("#ask-go")
+    expect(page.locator("#answer-note")).to_contain_text("No evidence found", timeout=TIMEOUT)
+    expect(page.locator("#ask-go")).to_be_enabled()
+    # Stop: the stream closes and the server frees the generation.
     page.fill("#question", "Write a long essay about every trail marker in the documents.")
     page.fill("input[name=max_tokens]", "2000")
     page.click("#ask-go")
@@ -274,6 +280,9 @@ def ops(page):
     page.click("#tabs a[data-tab=ops]")
     expect(page.locator("#stats dt", has_text="sources")).to_be_visible()
     expect(page.locator("#health tbody tr", has_text="embedder")).to_contain_text("ok")
+    # The search-quality gauge, from the report `telemetry.quality_report` names.
+    expect(page.locator("#quality dt", has_text="hybrid ndcg_at_10")).to_be_visible()
+    expect(page.locator("#quality dt:has-text('hybrid ndcg_at_10') + dd")).to_have_text("0.7118")
     expect(page.locator("#keys-panel")).to_be_visible()
     page.fill("#key-form input[name=name]", "console-made")
     page.click("#key-form button[type=submit]")
@@ -300,6 +309,12 @@ def scoped(browser):
     page.click("#tabs a[data-tab=ops]")
     expect(page.locator("#stats dt").first).to_be_visible()
     expect(page.locator("#keys-panel")).to_be_hidden()
+    # The Ask page by its address: the key lacks `query`, and the page says so.
+    step("forbidden")
+    page.goto(BASE + "/#/ask")
+    page.fill("#question", "How should hikers treat cairns?")
+    page.click("#ask-go")
+    expect(page.locator("#answer-note")).to_contain_text("This key may not do that")
     ctx.close()
 
 
@@ -331,6 +346,23 @@ def narrow(browser):
                 .slice(0, 5).map(e => e.tagName + (e.id ? '#' + e.id : '') + '.' + e.className)""")
             state["errors"].append(f"[narrow] {name} is {width} px wide at 360: {wide}")
         shot(page, f"{name}-360")
+    ctx.close()
+
+
+def no_generator(browser):
+    """A server without an answer model (auth off: no sign-in): Ask lists the sources and says
+    why there is no answer."""
+    step("no-generator")
+    ctx = browser.new_context()
+    page = ctx.new_page()
+    watch(page)
+    page.goto(os.environ["CAIRN_URL_NOGEN"] + "/#/ask")
+    expect(page.locator("#signin-key")).to_have_count(0)
+    page.fill("#question", "How should hikers treat cairns on the trail?")
+    page.click("#ask-go")
+    expect(page.locator("#answer-note")).to_contain_text("No answer model is configured", timeout=TIMEOUT)
+    expect(page.locator("#cites li").first).to_be_visible()
+    expect(page.locator("#answer")).to_be_empty()
     ctx.close()
 
 
@@ -371,9 +403,10 @@ def main():
         rate_limited(browser)
         narrow(browser)
         dark(browser)
+        no_generator(browser)
         browser.close()
     leaks = [u for u in state["urls"] if any(k in u for k in KEYS.values())]
-    others = state["hosts"] - {HOST}
+    others = state["hosts"] - HOSTS
     problems = state["errors"][:]
     if others:
         problems.append(f"requests to other hosts: {sorted(others)}")
@@ -381,7 +414,7 @@ def main():
         problems.append(f"a key in a URL: {leaks[:3]}")
     if any(k in stored for k in KEYS.values()):
         problems.append("a key in localStorage")
-    print(f"console-check: {len(state['urls'])} requests, all to {HOST}" if not others else "")
+    print(f"console-check: {len(state['urls'])} requests, all to {sorted(HOSTS)}" if not others else "")
     if problems:
         print("console-check: FAILED\n  " + "\n  ".join(problems))
         sys.exit(1)
