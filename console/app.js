@@ -645,13 +645,11 @@ async function mentionItems(chunks, signal) {
   });
 }
 
+/** A concept's page, keeping the graph form's depth and limit (set from the URL on render). */
 function graphHash(id) {
-  const { params } = route();
   const p = new URLSearchParams();
-  for (const k of ["depth", "limit"]) if (params.get(k)) p.set(k, params.get(k));
-  const d = $("#depth"), l = $("#glimit");
-  if (d && d.value !== "1") p.set("depth", d.value);
-  if (l && l.value !== "25") p.set("limit", l.value);
+  if ($("#depth").value !== "1") p.set("depth", $("#depth").value);
+  if ($("#glimit").value !== "25") p.set("limit", $("#glimit").value);
   const q = p.toString();
   return "#/graph/" + encodeURIComponent(id) + (q ? "?" + q : "");
 }

@@ -10,6 +10,7 @@
 use std::io::Write as _;
 use std::sync::LazyLock;
 
+use axum::body::Bytes;
 use axum::extract::Path;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -53,12 +54,12 @@ const FILES: [(&str, &str, &[u8]); 4] = [
     ),
 ];
 
-/// One served file.
+/// One served file (bodies as `Bytes`: a response shares them instead of copying).
 pub struct Asset {
     pub name: &'static str,
     mime: &'static str,
-    pub raw: &'static [u8],
-    pub gzip: Vec<u8>,
+    pub raw: Bytes,
+    pub gzip: Bytes,
     etag: String,
 }
 
@@ -68,7 +69,7 @@ static ASSETS: LazyLock<Vec<Asset>> = LazyLock::new(|| {
         .map(|(name, mime, raw)| Asset {
             name,
             mime,
-            raw,
+            raw: Bytes::from_static(raw),
             gzip: gzip(raw),
             etag: format!("\"{}\"", &hex::encode(Sha256::digest(raw))[..32]),
         })
@@ -80,10 +81,10 @@ pub fn assets() -> &'static [Asset] {
     &ASSETS
 }
 
-fn gzip(raw: &[u8]) -> Vec<u8> {
+fn gzip(raw: &[u8]) -> Bytes {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     e.write_all(raw).expect("writing to memory");
-    e.finish().expect("writing to memory")
+    e.finish().expect("writing to memory").into()
 }
 
 /// The console's routes (mounted by [`super::router`] when `server.console` is on).
@@ -128,7 +129,7 @@ fn serve(name: &str, req: &HeaderMap) -> Response {
     } else if gz {
         a.gzip.clone().into_response()
     } else {
-        a.raw.into_response()
+        a.raw.clone().into_response()
     };
     let h = resp.headers_mut();
     let set = |h: &mut HeaderMap, k, v: &str| {

@@ -582,7 +582,7 @@ async fn me_names_the_caller_and_the_console_is_public() {
 
     // The console: public, gzipped on request, with its policy; an unknown file is a 404.
     // Raw HTTP/1.1: the test client would unzip the body and drop the header.
-    let raw = raw_get(&app.addr, "/", "accept-encoding: gzip\r\n").await;
+    let raw = raw_get(&app, "/", "accept-encoding: gzip\r\n").await;
     let (head, body) = raw.split_at(raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4);
     let head = String::from_utf8_lossy(head).to_lowercase();
     assert!(head.starts_with("http/1.1 200"), "{head}");
@@ -618,12 +618,11 @@ async fn me_names_the_caller_and_the_console_is_public() {
 }
 
 /// One `GET` over a plain TCP connection, as sent (no decoding): the whole response.
-async fn raw_get(base: &str, path: &str, extra_headers: &str) -> Vec<u8> {
+async fn raw_get(app: &TestApp, path: &str, extra_headers: &str) -> Vec<u8> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let host = base.trim_start_matches("http://");
-    let mut conn = tokio::net::TcpStream::connect(host).await.unwrap();
+    let mut conn = app.connect_raw().await;
     let req =
-        format!("GET {path} HTTP/1.1\r\nhost: {host}\r\n{extra_headers}connection: close\r\n\r\n");
+        format!("GET {path} HTTP/1.1\r\nhost: cairn\r\n{extra_headers}connection: close\r\n\r\n");
     conn.write_all(req.as_bytes()).await.unwrap();
     let mut out = Vec::new();
     conn.read_to_end(&mut out).await.unwrap();

@@ -110,6 +110,13 @@ pub async fn start(cfg: Config) -> TestApp {
 
 impl TestApp {
     /// Stops the server gracefully and releases the data dir (keeping the temp dir alive).
+    /// A bare TCP connection to the server, for what an HTTP client would hide or refuse to do.
+    pub async fn connect_raw(&self) -> tokio::net::TcpStream {
+        tokio::net::TcpStream::connect(self.addr.trim_start_matches("http://"))
+            .await
+            .expect("connect")
+    }
+
     pub async fn stop(&mut self) -> Option<tempfile::TempDir> {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());

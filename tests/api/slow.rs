@@ -14,12 +14,6 @@ use crate::helpers::{spawn_app_with, TestApp};
 /// A bound on waits that must end much sooner; never what a test measures.
 const PATIENCE: Duration = Duration::from_secs(30);
 
-async fn connect(app: &TestApp) -> TcpStream {
-    TcpStream::connect(app.addr.trim_start_matches("http://"))
-        .await
-        .expect("connect")
-}
-
 /// Reads until the server closes the connection; returns what it sent.
 async fn read_to_close(s: &mut TcpStream) -> String {
     let mut out = Vec::new();
@@ -43,9 +37,9 @@ async fn connections_that_do_not_send_their_headers_are_closed_and_others_are_se
     // 200 connections that say nothing, and one that stops in the middle of its headers.
     let mut idle = Vec::new();
     for _ in 0..200 {
-        idle.push(connect(&app).await);
+        idle.push(app.connect_raw().await);
     }
-    let mut partial = connect(&app).await;
+    let mut partial = app.connect_raw().await;
     partial
         .write_all(b"GET /stats HTTP/1.1\r\nHost: cairn\r\n")
         .await
@@ -60,7 +54,7 @@ async fn connections_that_do_not_send_their_headers_are_closed_and_others_are_se
     let sent = read_to_close(&mut partial).await;
     assert!(!sent.contains(" 200 "), "{sent}");
     // A keep-alive connection idle after its response is closed too.
-    let mut kept = connect(&app).await;
+    let mut kept = app.connect_raw().await;
     kept.write_all(b"GET /health HTTP/1.1\r\nHost: cairn\r\n\r\n")
         .await
         .unwrap();
@@ -70,7 +64,7 @@ async fn connections_that_do_not_send_their_headers_are_closed_and_others_are_se
 
 /// Starts a JSON upload that announces `announced` bytes and sends only its beginning.
 async fn stalled_upload(app: &TestApp) -> TcpStream {
-    let mut s = connect(app).await;
+    let mut s = app.connect_raw().await;
     let head = "POST /sources HTTP/1.1\r\nHost: cairn\r\nContent-Type: application/json\r\n\
                 Content-Length: 1000\r\n\r\n{\"text\": \"Cairns mark";
     s.write_all(head.as_bytes()).await.unwrap();
@@ -125,7 +119,7 @@ async fn a_slow_body_within_its_deadline_is_served_past_the_header_deadline() {
     .await;
     // The body comes in two parts, 1.5 s apart: past the header deadline (which is for
     // headers only) and within the body's.
-    let mut s = connect(&app).await;
+    let mut s = app.connect_raw().await;
     let text = r#"{"id": "slow", "text": "Cairns are stacks of stones on a trail."}"#;
     let head = format!(
         "POST /sources HTTP/1.1\r\nHost: cairn\r\nContent-Type: application/json\r\n\

@@ -97,12 +97,13 @@ def sign_in(page, key):
     expect(page.locator("#tabs a[data-tab=search]")).to_be_visible()
 
 
-def fresh_page(browser, key, **context):
-    """A new browser context (its own sessionStorage), watched and signed in with `key`."""
+def fresh_page(browser, key=None, **context):
+    """A new browser context (its own sessionStorage), watched, and signed in with `key` if given."""
     ctx = browser.new_context(**context)
     page = ctx.new_page()
     watch(page)
-    sign_in(page, key)
+    if key:
+        sign_in(page, key)
     return ctx, page
 
 
@@ -353,9 +354,7 @@ def no_generator(browser):
     """A server without an answer model (auth off: no sign-in): Ask lists the sources and says
     why there is no answer."""
     step("no-generator")
-    ctx = browser.new_context()
-    page = ctx.new_page()
-    watch(page)
+    ctx, page = fresh_page(browser)
     page.goto(os.environ["CAIRN_URL_NOGEN"] + "/#/ask")
     expect(page.locator("#signin-key")).to_have_count(0)
     page.fill("#question", "How should hikers treat cairns on the trail?")
