@@ -277,7 +277,6 @@ pub struct Cairn {
     /// When this instance was opened (Unix seconds).
     pub started_at: i64,
     embed_permits: Semaphore,
-    batches_written: std::sync::atomic::AtomicUsize,
     /// Recent query embeddings (`search.query_cache_size`); `None` when off.
     query_cache: Option<quick_cache::sync::Cache<String, Arc<Vec<f32>>>>,
 }
@@ -350,7 +349,6 @@ impl Cairn {
             limits,
             started_at: chrono::Utc::now().timestamp(),
             embed_permits: permits,
-            batches_written: Default::default(),
             query_cache: (config.search.query_cache_size > 0)
                 .then(|| quick_cache::sync::Cache::new(config.search.query_cache_size)),
             config,

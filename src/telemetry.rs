@@ -8,7 +8,8 @@
 //! - `search_stage_seconds{stage}` — embed, keyword, vector, fusion.
 //! - `embed_batch_size` (histogram; search queries: per model call of the query batcher),
 //!   `embed_texts_total`, `embed_seconds` (histogram).
-//! - `ingest_sources_total{status}`, `ingest_chunks_total`.
+//! - `ingest_sources_total{status}`, `ingest_chunks_total`; `store_commit_size` (histogram:
+//!   writes per store commit, see `store/group.rs`), `store_commit_seconds` (histogram).
 //! - gauges refreshed at scrape time: `sources`, `chunks{index}`, `store_bytes{index}`,
 //!   `process_resident_memory_bytes`, and `search_quality{mode,metric}` from the last
 //!   `cairn eval --report` when `telemetry.quality_report` names it.

@@ -323,29 +323,25 @@ impl Cairn {
         mentions
     }
 
-    /// Store upkeep after a committed batch: the ANN index, and compaction every 16th batch.
+    /// Store upkeep after a committed batch: the ANN index, and compaction now and then
+    /// (`Store::after_write`). The batch is committed whatever happens here: a failure is
+    /// logged, and the next batch's upkeep tries again.
     async fn after_batch(&self) -> Result<()> {
-        let n = self
-            .batches_written
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            + 1;
-        self.store
-            .maintain(
-                self.config.index.ann_min_rows,
-                self.config.index.ann_rebuild_rows,
-                n.is_multiple_of(16),
-            )
-            .await
+        let index = &self.config.index;
+        let upkeep = self
+            .store
+            .after_write(index.ann_min_rows, index.ann_rebuild_rows);
+        if let Err(e) = upkeep.await {
+            tracing::warn!(error = %e.chain(), "store upkeep after a write failed");
+        }
+        Ok(())
     }
 
     /// Compacts storage and refreshes the ANN index (end of a bulk ingest).
     pub async fn optimize(&self) -> Result<()> {
+        let index = &self.config.index;
         self.store
-            .maintain(
-                self.config.index.ann_min_rows,
-                self.config.index.ann_rebuild_rows,
-                true,
-            )
+            .maintain(index.ann_min_rows, index.ann_rebuild_rows)
             .await
     }
 

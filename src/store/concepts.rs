@@ -12,7 +12,8 @@
 //! - reconciliation [`refresh`](ConceptStore::refresh)es the graph from the committed mentions,
 //!   and a failed write or a repair [`resync`](ConceptStore::resync)s the rows with the graph.
 //!
-//! After each of these the `concepts` rows match the graph for every concept they touched.
+//! After each of these a `concepts` row exists exactly for each concept the graph holds; the
+//! rows' derived columns (name, aliases, counts) follow in batches ([`ConceptStore::flush`]).
 
 mod tables;
 
@@ -24,6 +25,12 @@ use tables::ConceptTables;
 pub(super) struct ConceptStore {
     tables: ConceptTables,
     graph: Arc<std::sync::RwLock<ConceptGraph>>,
+    /// Live concepts whose row's derived columns (name, aliases, counts) lag the graph: a
+    /// write only queues them, and [`flush`](ConceptStore::flush) rewrites them together
+    /// (store upkeep, an orderly stop). Nothing serves those columns — the graph does — and
+    /// every open brings all rows in line, so a row's counts may lag; a row's existence may
+    /// not, so rows of concepts left without a mention are deleted at once.
+    stale_rows: std::sync::Mutex<BTreeSet<String>>,
 }
 
 /// The concept half of one upsert, decided before its journal entry: the mentions of the
@@ -42,6 +49,7 @@ impl ConceptStore {
         Ok(Self {
             tables: ConceptTables::open(dir, dim).await?,
             graph: Default::default(),
+            stale_rows: Default::default(),
         })
     }
 
@@ -84,6 +92,10 @@ impl ConceptStore {
     /// Makes the `concepts` table equal to the graph: rows for every live concept (frequency,
     /// aliases), none for the others.
     pub(super) async fn resync(&self) -> Result<()> {
+        self.stale_rows
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         let stored: HashMap<String, RowKey> = self
             .tables
             .all_concepts(false)
@@ -118,22 +130,42 @@ impl ConceptStore {
         self.tables.delete_concepts(&delete).await
     }
 
-    /// Writes the rows of the concepts a write touched, and deletes those no longer mentioned.
+    /// Deletes the rows of the concepts a write left without a mention, and queues the rows of
+    /// the others it touched for [`flush`](Self::flush).
     async fn sync(&self, touched: BTreeSet<String>) -> Result<()> {
-        let (upsert, delete) = {
+        let delete: Vec<String> = {
             let g = self.graph_read();
-            let mut upsert = Vec::new();
+            let mut stale = self.stale_rows.lock().unwrap_or_else(|e| e.into_inner());
             let mut delete = Vec::new();
             for id in touched {
-                match g.row(&id) {
-                    Some(r) => upsert.push(r),
-                    None => delete.push(id),
+                if g.contains(&id) {
+                    stale.insert(id);
+                } else {
+                    stale.remove(&id);
+                    delete.push(id);
                 }
             }
-            (upsert, delete)
+            delete
         };
-        self.tables.upsert_concepts(&upsert).await?;
         self.tables.delete_concepts(&delete).await
+    }
+
+    /// Rewrites the queued rows from the graph (one merge-insert for many writes).
+    pub(super) async fn flush(&self) -> Result<()> {
+        let ids = std::mem::take(&mut *self.stale_rows.lock().unwrap_or_else(|e| e.into_inner()));
+        let rows: Vec<ConceptRow> = {
+            let g = self.graph_read();
+            ids.iter().filter_map(|id| g.row(id)).collect()
+        };
+        if let Err(e) = self.tables.upsert_concepts(&rows).await {
+            // Still stale: the next flush tries again.
+            self.stale_rows
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(ids);
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// The concept half of an upsert, for the mentions `changed` keeps (those of sources whose

@@ -105,6 +105,49 @@ impl Store {
     }
 }
 
+/// How long a write's steps took, logged at debug level when it ends (what a slow write
+/// spends its time on: `CAIRN_LOG=info,cairn::store=debug`).
+pub(super) struct Laps {
+    op: &'static str,
+    start: std::time::Instant,
+    last: std::time::Instant,
+    steps: Vec<(&'static str, u128)>,
+}
+
+impl Laps {
+    pub(super) fn new(op: &'static str) -> Self {
+        let now = std::time::Instant::now();
+        Self {
+            op,
+            start: now,
+            last: now,
+            steps: Vec::new(),
+        }
+    }
+
+    /// Ends the step `name` now.
+    pub(super) fn lap(&mut self, name: &'static str) {
+        let now = std::time::Instant::now();
+        self.steps.push((name, (now - self.last).as_millis()));
+        self.last = now;
+    }
+
+    pub(super) fn log(&self, sources: usize) {
+        let steps: Vec<String> = self
+            .steps
+            .iter()
+            .map(|(n, ms)| format!("{n}={ms}"))
+            .collect();
+        tracing::debug!(
+            op = self.op,
+            sources,
+            ms = self.start.elapsed().as_millis() as u64,
+            steps = %steps.join(" "),
+            "store write"
+        );
+    }
+}
+
 /// Test hook for the crash test: when `CAIRN_CRASH_AT` names this point, the process aborts
 /// here (as a kill -9 would). Compiled in always; costs one env lookup per write.
 pub(super) fn crash_point(name: &str) {

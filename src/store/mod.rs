@@ -8,7 +8,8 @@
 //! 2. appends the new chunks to LanceDB (new chunk ids: they embed the content hash);
 //! 3. in one tantivy commit, deletes the sources' old chunks and adds the new ones;
 //! 4. upserts the `sources` rows (commit point: the write is now acknowledged);
-//! 5. deletes the sources' chunks whose hash is not the committed one from LanceDB;
+//! 5. deletes the sources' chunks whose hash is not the committed one from LanceDB (for the
+//!    sources that replace a committed version: a new source has no other chunks);
 //! 6. removes the journal file.
 //!
 //! A delete journals, removes the `sources` row (commit point), then the chunks from both.
@@ -21,6 +22,7 @@
 mod check;
 mod concepts;
 pub mod flat;
+mod group;
 mod journal;
 pub mod keyword;
 mod records;
@@ -31,7 +33,7 @@ pub mod vector;
 
 pub use check::CheckReport;
 pub use journal::free_bytes;
-use journal::{crash_point, sync_fs};
+use journal::{crash_point, sync_fs, Laps};
 pub use records::{meta_terms, meta_values, ChunkRecord, Filters, SourceRecord};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -66,6 +68,10 @@ pub struct ConceptWrite {
     pub embed_names: Option<NameEmbedder>,
 }
 
+/// Commits between two compactions of the tables (each write appends small fragments and
+/// a table version to each).
+const COMPACT_EVERY_COMMITS: usize = 16;
+
 /// Free space under which a failed write counts as a full disk.
 const LOW_SPACE_BYTES: u64 = 4 << 20;
 
@@ -73,6 +79,9 @@ const LOW_SPACE_BYTES: u64 = 4 << 20;
 struct Written<'a> {
     ids: &'a [String],
     sources: Vec<SourceRecord>,
+    /// Those of `sources` that replace a committed version (the others have no chunks yet:
+    /// a failed write's are removed before the next write starts).
+    replacing: Vec<SourceRecord>,
     chunks: Vec<ChunkRecord>,
     concepts: Staged,
 }
@@ -95,6 +104,13 @@ pub struct Store {
     writable: bool,
     /// Serialises writes: one batch at a time goes through the protocol above.
     write_lock: Mutex<()>,
+    /// Writes waiting for `write_lock`, committed together by the next holder (`group.rs`).
+    queue: group::WriteQueue,
+    /// Commits since the store was opened, and their number at the last compaction.
+    commits: std::sync::atomic::AtomicUsize,
+    compacted_at: std::sync::atomic::AtomicUsize,
+    /// An after-write upkeep is waiting for the write lock (the others leave it the work).
+    upkeep_waiting: AtomicBool,
     /// A failed write's roll-back failed too: its journal waits for the next write.
     interrupted: AtomicBool,
     /// The last write failed for lack of space (readiness and `/metrics` report it).
@@ -228,6 +244,10 @@ impl Store {
             memory_max_rows,
             writable,
             write_lock: Mutex::new(()),
+            queue: Default::default(),
+            commits: Default::default(),
+            compacted_at: Default::default(),
+            upkeep_waiting: AtomicBool::new(false),
             interrupted: AtomicBool::new(false),
             out_of_space: AtomicBool::new(false),
         };
@@ -402,7 +422,7 @@ impl Store {
     /// Writes a batch of sources (replacing earlier versions) with their chunks, atomically per
     /// the protocol in the module docs. Returns once both indexes are durable, with the ids that
     /// were written: a source already stored with the same content hash (another request won the
-    /// race) is skipped.
+    /// race) is skipped. Writes queued meanwhile are committed with it (`group.rs`).
     ///
     /// The write runs in its own task: if the caller is dropped (a client disconnects, a timeout
     /// fires) the write still finishes, so a live server never holds a half-done write.
@@ -416,12 +436,12 @@ impl Store {
         if sources.is_empty() {
             return Ok(Vec::new());
         }
-        let this = self.clone();
-        let r =
-            run_to_completion(async move { this.upsert_locked(sources, chunks, concepts).await })
-                .await;
-        self.note_space(&r);
-        r
+        self.submit(group::Op::Upsert {
+            sources,
+            chunks,
+            concepts,
+        })
+        .await
     }
 
     /// Whether the last write failed for lack of space (and none has succeeded since).
@@ -437,13 +457,13 @@ impl Store {
         }
     }
 
-    async fn upsert_locked(
+    /// An upsert with the write lock held.
+    async fn upsert_now(
         &self,
         mut sources: Vec<SourceRecord>,
         mut chunks: Vec<ChunkRecord>,
         concepts: ConceptWrite,
     ) -> Result<Vec<String>> {
-        let _g = self.write_lock.lock().await;
         self.finish_interrupted().await?;
         let ids: Vec<String> = sources.iter().map(|s| s.id.clone()).collect();
         let stored = self.committed_of(&ids).await?;
@@ -453,41 +473,60 @@ impl Store {
         if sources.is_empty() {
             return Ok(Vec::new());
         }
+        let mut laps = Laps::new("upsert");
         let changed = |m: &MentionRow| !same(&m.source_id, &m.content_hash);
         let concepts = self.concepts.prepare(concepts, &changed).await?;
         let ids: Vec<String> = sources.iter().map(|s| s.id.clone()).collect();
+        laps.lap("prepare");
         let journal = self.journal_begin("upsert", &ids)?;
         crash_point("after_journal");
+        laps.lap("journal");
+        let replacing = sources
+            .iter()
+            .filter(|s| stored.contains_key(&s.id))
+            .cloned()
+            .collect();
         let written = Written {
             ids: &ids,
             sources,
+            replacing,
             chunks,
             concepts,
         };
-        let r = self.upsert_journaled(written).await;
+        let r = self.upsert_journaled(written, &mut laps).await;
         self.settle(&journal, &ids, r).await?;
+        laps.lap("settle");
+        laps.log(ids.len());
         Ok(ids)
     }
 
     /// The steps of an upsert between its journal's creation and removal.
-    async fn upsert_journaled(&self, w: Written<'_>) -> Result<()> {
+    async fn upsert_journaled(&self, w: Written<'_>, laps: &mut Laps) -> Result<()> {
         let Written {
             ids,
             sources,
+            replacing,
             chunks,
             concepts,
         } = w;
         self.vectors.add_chunks(&chunks).await?;
+        laps.lap("chunks");
         self.concepts.stage(&concepts).await?;
         crash_point("after_vectors");
+        laps.lap("mentions");
         self.keywords.replace(ids, &chunks)?;
         crash_point("after_keywords");
+        laps.lap("tantivy");
         // New chunks reach the disk before the row that commits them, and the row before the ack.
         sync_fs(&self.dir);
+        laps.lap("sync");
         self.vectors.commit_sources(&sources).await?;
+        laps.lap("commit");
         sync_fs(&self.dir);
         crash_point("after_commit");
-        self.delete_stale_vector_chunks(&sources).await?;
+        laps.lap("sync");
+        self.delete_stale_vector_chunks(&replacing).await?;
+        laps.lap("stale");
         if self.has_memory() {
             let add = chunks
                 .into_iter()
@@ -505,7 +544,9 @@ impl Store {
             .iter()
             .map(|s| (s.id.clone(), s.content_hash.clone()))
             .collect();
-        self.concepts.apply(concepts, ids, &committed).await
+        self.concepts.apply(concepts, ids, &committed).await?;
+        laps.lap("graph");
+        Ok(())
     }
 
     /// Ends a journaled write. When it failed part-way (a full disk, an I/O error), its
@@ -598,18 +639,18 @@ impl Store {
     }
 
     /// Deletes sources from both indexes. Returns the ids that existed. Like `upsert`, the
-    /// write finishes even if the caller is dropped.
+    /// write finishes even if the caller is dropped, and is committed with the deletes queued
+    /// beside it.
     pub async fn delete(self: &Arc<Self>, ids: &[String]) -> Result<Vec<String>> {
         self.require_writable()?;
-        let this = self.clone();
-        let ids = ids.to_vec();
-        let r = run_to_completion(async move { this.delete_locked(&ids).await }).await;
-        self.note_space(&r);
-        r
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.submit(group::Op::Delete { ids: ids.to_vec() }).await
     }
 
-    async fn delete_locked(&self, ids: &[String]) -> Result<Vec<String>> {
-        let _g = self.write_lock.lock().await;
+    /// A delete with the write lock held.
+    async fn delete_now(&self, ids: &[String]) -> Result<Vec<String>> {
         self.finish_interrupted().await?;
         let existing: Vec<String> = self
             .vectors
@@ -621,9 +662,12 @@ impl Store {
         if existing.is_empty() {
             return Ok(existing);
         }
+        let mut laps = Laps::new("delete");
         let journal = self.journal_begin("delete", &existing)?;
         let r = self.delete_journaled(&existing).await;
         self.settle(&journal, &existing, r).await?;
+        laps.lap("delete");
+        laps.log(existing.len());
         Ok(existing)
     }
 
@@ -669,23 +713,71 @@ impl Store {
         })
     }
 
-    /// Waits until no write is in progress (for tests and orderly shutdown).
+    /// Waits until no write is in progress, and brings the concept rows in line (for tests
+    /// and orderly shutdown).
     pub async fn wait_idle(&self) {
-        drop(self.write_lock.lock().await);
+        let _g = self.write_lock.lock().await;
+        if self.writable {
+            if let Err(e) = self.concepts.flush().await {
+                tracing::warn!(error = %e.chain(), "could not write the concept rows; the next open does");
+            }
+        }
     }
 
-    /// Post-write upkeep: ANN index build/refresh; compaction when `compact`.
-    pub async fn maintain(
+    /// Holds every write back until the guard drops: they queue, and are then committed
+    /// together (the group-commit tests; a pause for maintenance).
+    pub async fn hold_writes(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.write_lock.lock().await
+    }
+
+    /// Writes waiting for the writer.
+    pub fn queued_writes(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Commits (groups of writes through the protocol) since the store was opened.
+    pub fn commits(&self) -> usize {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    /// Upkeep after a write (the ingest service's, after each batch): the ANN index, and
+    /// compaction with old-version pruning once [`COMPACT_EVERY_COMMITS`] commits have
+    /// happened since the last. Writes that finish together share one upkeep: a caller that
+    /// finds one waiting for the write lock leaves the work to it.
+    pub async fn after_write(&self, ann_min_rows: usize, ann_rebuild_rows: usize) -> Result<()> {
+        self.require_writable()?;
+        if self.upkeep_waiting.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let _g = self.write_lock.lock().await;
+        self.upkeep_waiting.store(false, Ordering::SeqCst);
+        let since = self.commits() - self.compacted_at.load(Ordering::Relaxed);
+        let compact = since >= COMPACT_EVERY_COMMITS;
+        self.upkeep(ann_min_rows, ann_rebuild_rows, compact).await
+    }
+
+    /// Compaction, version pruning and the ANN index now (the end of a bulk ingest, `cairn
+    /// optimize`).
+    pub async fn maintain(&self, ann_min_rows: usize, ann_rebuild_rows: usize) -> Result<()> {
+        self.require_writable()?;
+        let _g = self.write_lock.lock().await;
+        self.upkeep(ann_min_rows, ann_rebuild_rows, true).await
+    }
+
+    /// With the write lock held.
+    async fn upkeep(
         &self,
         ann_min_rows: usize,
         ann_rebuild_rows: usize,
         compact: bool,
     ) -> Result<()> {
-        self.require_writable()?;
-        let _g = self.write_lock.lock().await;
         if compact {
+            let t = std::time::Instant::now();
+            self.compacted_at.store(self.commits(), Ordering::Relaxed);
+            self.concepts.flush().await?;
             self.vectors.compact().await?;
             self.concepts.compact().await?;
+            tracing::debug!(ms = t.elapsed().as_millis() as u64, "compacted the tables");
         }
         self.vectors
             .maintain_ann(ann_min_rows, ann_rebuild_rows)

@@ -465,17 +465,45 @@ impl VectorStore {
         }
     }
 
-    /// Compacts small fragments left by many small writes.
+    /// Compacts small fragments left by many small writes, and drops old versions.
     pub async fn compact(&self) -> Result<()> {
         for t in [&self.chunks, &self.sources] {
-            t.optimize(OptimizeAction::Compact {
-                options: Default::default(),
-                remap_options: None,
-            })
-            .await?;
+            compact_table(t).await?;
         }
         Ok(())
     }
+}
+
+/// Row count up to which compaction merges a table's fragments. Lance's default (a million)
+/// makes every fragment of a smaller table a candidate, so each compaction rewrote the whole
+/// table; at this size a compaction rewrites the fragments written since the last one and the
+/// last partly filled one, and a table's fragments stay few (a million chunks: ~120).
+const FRAGMENT_ROWS: usize = 8_192;
+
+/// Table versions made longer ago than this are pruned (the latest is always kept): a read in
+/// flight uses a version for far less. Lance keeps every version (and the files only old
+/// versions use) for 7 days by default: at a write a second, gigabytes of dead files a day.
+const KEEP_VERSIONS_MIN: i64 = 5;
+
+/// Table upkeep after many small writes: old versions are pruned (first, so that the version
+/// the compaction supersedes stays readable until the next upkeep), then small fragments are
+/// merged and deletions materialised.
+pub(super) async fn compact_table(t: &Table) -> Result<()> {
+    t.optimize(OptimizeAction::Prune {
+        older_than: chrono::Duration::try_minutes(KEEP_VERSIONS_MIN),
+        delete_unverified: Some(false),
+        error_if_tagged_old_versions: Some(false),
+    })
+    .await?;
+    t.optimize(OptimizeAction::Compact {
+        options: lancedb::table::CompactionOptions {
+            target_rows_per_fragment: FRAGMENT_ROWS,
+            ..Default::default()
+        },
+        remap_options: None,
+    })
+    .await?;
+    Ok(())
 }
 
 /// Groups `(chunk_id, source_id, hash)` keys by source.

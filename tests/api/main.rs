@@ -5,6 +5,7 @@
 mod answer;
 mod auth;
 mod cli;
+mod commits;
 mod crash;
 mod disk;
 mod errors;

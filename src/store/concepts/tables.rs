@@ -236,14 +236,10 @@ impl ConceptTables {
         Ok(out)
     }
 
-    /// Compacts small fragments left by many small writes.
+    /// Compacts small fragments left by many small writes, and drops old versions.
     pub async fn compact(&self) -> Result<()> {
         for t in [&self.concepts, &self.mentions] {
-            t.optimize(lancedb::table::OptimizeAction::Compact {
-                options: Default::default(),
-                remap_options: None,
-            })
-            .await?;
+            crate::store::vector::compact_table(t).await?;
         }
         Ok(())
     }
