@@ -45,9 +45,13 @@ pub(super) struct Staged {
 impl ConceptStore {
     /// Opens (creating) the concept tables in the LanceDB dir; the graph is empty until
     /// [`load`](Self::load).
-    pub(super) async fn open(dir: &Path, dim: usize) -> Result<Self> {
+    pub(super) async fn open(
+        dir: &Path,
+        dim: usize,
+        session: &Arc<lancedb::Session>,
+    ) -> Result<Self> {
         Ok(Self {
-            tables: ConceptTables::open(dir, dim).await?,
+            tables: ConceptTables::open(dir, dim, session).await?,
             graph: Default::default(),
             stale_rows: Default::default(),
         })

@@ -233,8 +233,9 @@ impl Store {
             snippet_chars,
             doc_cache_blocks,
         )?);
-        let vectors = VectorStore::open(&dir.join("lance"), dim).await?;
-        let concepts = ConceptStore::open(&dir.join("lance"), dim).await?;
+        let session = vector::session();
+        let vectors = VectorStore::open(&dir.join("lance"), dim, &session).await?;
+        let concepts = ConceptStore::open(&dir.join("lance"), dim, &session).await?;
         let store = Self {
             dir: dir.to_path_buf(),
             vectors,

@@ -65,9 +65,12 @@ fn reader(batch: RecordBatch) -> Box<dyn arrow_array::RecordBatchReader + Send> 
 }
 
 impl ConceptTables {
-    pub async fn open(dir: &Path, dim: usize) -> Result<Self> {
+    pub async fn open(dir: &Path, dim: usize, session: &Arc<lancedb::Session>) -> Result<Self> {
         let uri = dir.to_string_lossy().into_owned();
-        let db = lancedb::connect(&uri).execute().await?;
+        let db = lancedb::connect(&uri)
+            .session(session.clone())
+            .execute()
+            .await?;
         let names = db.table_names().execute().await?;
         let concepts = if names.iter().any(|n| n == CONCEPTS) {
             db.open_table(CONCEPTS).execute().await?
