@@ -12,12 +12,11 @@ use crate::helpers::*;
 
 /// Resolves once `n` writes wait for the writer, then lets them through.
 async fn release_at(store: Arc<Store>, guard: tokio::sync::MutexGuard<'_, ()>, n: usize) {
-    while store.queued_writes() < n {
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    wait_queued(&store, n).await;
     drop(guard);
 }
 
+/// Resolves once `n` writes wait for the writer.
 async fn wait_queued(store: &Store, n: usize) {
     while store.queued_writes() < n {
         tokio::time::sleep(Duration::from_millis(2)).await;
