@@ -331,6 +331,10 @@ impl Cairn {
                 config.search.snippet_chars,
                 config.index.memory_max_rows,
                 config.index.doc_cache_blocks,
+                crate::store::CacheSizes {
+                    index_bytes: config.index.cache_mb << 20,
+                    metadata_bytes: config.index.metadata_cache_mb << 20,
+                },
             )
             .await?,
         );

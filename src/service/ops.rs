@@ -26,7 +26,7 @@ impl Cairn {
     }
 
     /// Loads the configured answer generator (`generator.backend`; `none` loads nothing).
-    /// Sets the gauges read at scrape time: store sizes, process RSS and, when
+    /// Sets the gauges read at scrape time: store sizes, LanceDB's cache sizes, process RSS and, when
     /// `telemetry.quality_report` is set, the last evaluation's retrieval quality.
     pub async fn refresh_gauges(&self) {
         if let Ok(s) = self.stats().await {
@@ -38,6 +38,9 @@ impl Cairn {
             metrics::gauge!("cairn_store_bytes", "index" => "keyword")
                 .set(s.index_bytes.keyword as f64);
         }
+        let (index, metadata) = self.store.cache_bytes().await;
+        metrics::gauge!("cairn_store_cache_bytes", "cache" => "index").set(index as f64);
+        metrics::gauge!("cairn_store_cache_bytes", "cache" => "metadata").set(metadata as f64);
         metrics::gauge!("cairn_process_resident_memory_bytes")
             .set(crate::telemetry::process_rss_bytes() as f64);
         let full = self.store.out_of_space();

@@ -35,6 +35,7 @@ pub use check::CheckReport;
 pub use journal::free_bytes;
 use journal::{crash_point, sync_fs, Laps};
 pub use records::{meta_terms, meta_values, ChunkRecord, Filters, SourceRecord};
+pub use vector::CacheSizes;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -97,6 +98,8 @@ pub struct Store {
     /// The concept tables and the graph of the committed mentions: every concept write goes
     /// through it (see `concepts.rs`).
     concepts: ConceptStore,
+    /// LanceDB's caches, shared by both connections (bounded: see `vector::session`).
+    session: Arc<lancedb::Session>,
     /// The committed chunk vectors in memory (see `flat`), `None` when the store is larger
     /// than `memory_max_rows` or the copy is off.
     memory: Arc<std::sync::RwLock<Option<FlatIndex>>>,
@@ -225,6 +228,7 @@ impl Store {
         snippet_chars: usize,
         memory_max_rows: usize,
         doc_cache_blocks: usize,
+        caches: vector::CacheSizes,
     ) -> Result<Self> {
         std::fs::create_dir_all(dir.join("journal"))?;
         let keywords = Arc::new(KeywordIndex::open(
@@ -233,7 +237,7 @@ impl Store {
             snippet_chars,
             doc_cache_blocks,
         )?);
-        let session = vector::session();
+        let session = vector::session(caches);
         let vectors = VectorStore::open(&dir.join("lance"), dim, &session).await?;
         let concepts = ConceptStore::open(&dir.join("lance"), dim, &session).await?;
         let store = Self {
@@ -241,6 +245,7 @@ impl Store {
             vectors,
             keywords,
             concepts,
+            session,
             memory: Default::default(),
             memory_max_rows,
             writable,
@@ -734,6 +739,13 @@ impl Store {
     /// Writes waiting for the writer.
     pub fn queued_writes(&self) -> usize {
         self.queue.len()
+    }
+
+    /// What LanceDB's two caches hold now: `(index, metadata)` bytes (`/metrics` reports them).
+    pub async fn cache_bytes(&self) -> (usize, usize) {
+        let index = self.session.index_cache_stats().await.size_bytes;
+        let metadata = self.session.metadata_cache_stats().await.size_bytes;
+        (index, metadata)
     }
 
     /// Commits (groups of writes through the protocol) since the store was opened.

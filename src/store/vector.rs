@@ -98,21 +98,21 @@ fn chunks_schema(dim: usize) -> SchemaRef {
     ]))
 }
 
-/// LanceDB's index cache for one store (ANN partitions, scalar indexes). Lance's default is
-/// 6 GiB per connection.
-const INDEX_CACHE_BYTES: usize = 1 << 30;
-
-/// LanceDB's metadata cache for one store (manifests, file footers, deletion files). Lance's
-/// default, 1 GiB per connection, fills with the metadata of every table version a writer
-/// makes until the cap: a server under steady writes grew its RSS by ~250 MB in ten minutes
-/// of issue 25's soak. Reads only ever use the latest versions, whose metadata is a few MB.
-const METADATA_CACHE_BYTES: usize = 128 << 20;
+/// The bounds of LanceDB's two caches for one store (`index.cache_mb`,
+/// `index.metadata_cache_mb`). Lance's defaults are 6 GiB of index cache and 1 GiB of metadata
+/// cache per connection, and the metadata cache fills with every table version a writer makes:
+/// a server under steady writes grew its RSS by ~250 MB in ten minutes of issue 25's soak.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheSizes {
+    pub index_bytes: usize,
+    pub metadata_bytes: usize,
+}
 
 /// The caches every LanceDB connection of one store shares, bounded (see above).
-pub fn session() -> Arc<lancedb::Session> {
+pub fn session(caches: CacheSizes) -> Arc<lancedb::Session> {
     Arc::new(lancedb::Session::new(
-        INDEX_CACHE_BYTES,
-        METADATA_CACHE_BYTES,
+        caches.index_bytes,
+        caches.metadata_bytes,
         Arc::new(lancedb::ObjectStoreRegistry::default()),
     ))
 }

@@ -466,6 +466,38 @@ async fn serve_accepts_uploads_and_exits_cleanly_on_sigterm() {
     assert_eq!(st["chunks_vector"], st["chunks_keyword"]);
 }
 
+/// `THP_enabled` of a running process (Linux): 0 once it has turned huge pages off.
+#[cfg(target_os = "linux")]
+fn thp_enabled(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("THP_enabled:"));
+    line.expect("THP_enabled in /proc/<pid>/status")
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string()
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_server_turns_transparent_huge_pages_off_unless_configured() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (setting, expected) in [("false", "0"), ("true", "1")] {
+        let mut child = cairn_cmd(&tmp.path().join("data"))
+            .env("CAIRN_SERVER__HUGE_PAGES", setting)
+            .args(["serve", "--addr", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        listening_url(&mut child);
+        let got = thp_enabled(child.id());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(got, expected, "server.huge_pages = {setting}");
+    }
+}
+
 #[tokio::test]
 async fn missing_runtime_or_model_says_what_and_how_to_fetch() {
     let tmp = tempfile::tempdir().unwrap();
