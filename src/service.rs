@@ -363,6 +363,7 @@ impl Cairn {
         Ok(cairn)
     }
 
+    /// Loads the configured answer generator (`generator.backend`; `none` loads nothing).
     pub async fn load_generator(&mut self) -> Result<()> {
         self.generator = crate::generate::load(&self.config.generator).await?;
         Ok(())

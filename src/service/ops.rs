@@ -25,9 +25,8 @@ impl Cairn {
         self.auth.keys.revoke(id)
     }
 
-    /// Loads the configured answer generator (`generator.backend`; `none` loads nothing).
-    /// Sets the gauges read at scrape time: store sizes, LanceDB's cache sizes, process RSS and, when
-    /// `telemetry.quality_report` is set, the last evaluation's retrieval quality.
+    /// Sets the gauges read at scrape time: store sizes, LanceDB's cache sizes, process RSS
+    /// and, when `telemetry.quality_report` is set, the last evaluation's retrieval quality.
     pub async fn refresh_gauges(&self) {
         if let Ok(s) = self.stats().await {
             metrics::gauge!("cairn_sources").set(s.sources as f64);

@@ -108,7 +108,11 @@ async fn metrics_are_valid_prometheus_text_and_move() {
     assert!(value(&after, "cairn_process_resident_memory_bytes") > 1e6);
     // LanceDB's metadata cache holds the tables' manifests, within its bound.
     let metadata = value(&after, r#"cairn_store_cache_bytes{cache="metadata"}"#);
-    assert!(metadata > 0.0 && metadata <= (32 << 20) as f64, "{after}");
+    let bound = test_config(std::path::Path::new("."))
+        .index
+        .metadata_cache_mb
+        << 20;
+    assert!(metadata > 0.0 && metadata <= bound as f64, "{after}");
     assert!(after.contains("cairn_sources "), "{after}");
     // Ids never become labels: the route template is used.
     app.get("/sources/src_unknown").await;
