@@ -17,13 +17,15 @@ ARG DEBIAN_RELEASE=bookworm
 
 FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS build
 ARG TARGETARCH
-# x86-64-v3 (AVX2 + FMA: Intel Haswell / AMD Zen and later) turns on llama.cpp's SIMD kernels
-# (docs/benchmarks.md). Pass --build-arg RUSTFLAGS_AMD64= for older x86-64 CPUs.
-ARG RUSTFLAGS_AMD64="-C target-cpu=x86-64-v3"
+# The baseline target of each arch: the image runs on any x86-64 (or arm64) CPU. llama.cpp's
+# kernels still use AVX2/AVX-512/VNNI where the CPU has them: `llama-cpu-variants` builds one
+# library per instruction-set level and the best one for the CPU is loaded at start
+# (docs/configuration.md, `generator.cpu_variant`).
+ARG RUSTFLAGS_AMD64=""
 ARG RUSTFLAGS_ARM64=""
 # `full` = llama (local GGUF answers through llama.cpp) + otel (OTLP traces) + sentry;
 # "" = retrieval and the openai generator only.
-ARG CARGO_FEATURES=full
+ARG CARGO_FEATURES=full,llama-cpu-variants
 ARG INCLUDE_MODELS=true
 ARG INCLUDE_LLM=true
 ENV CAIRN_CACHE=/root/.cache/cairn

@@ -219,6 +219,9 @@ pub struct GeneratorStats {
     pub backend: &'static str,
     pub model: Option<String>,
     pub context_tokens: Option<usize>,
+    /// llama: the CPU kernels answering (variant and instruction-set features).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_kernels: Option<crate::generate::CpuKernels>,
     #[serde(flatten)]
     pub counters: crate::generate::GenStats,
 }
@@ -253,6 +256,9 @@ pub struct ComponentHealth {
     pub latency_ms: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What the component runs on, where it says something (the generator's CPU kernels).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// The knowledge base: configuration, store and models.

@@ -90,6 +90,10 @@ pub struct GeneratorConfig {
     pub threads: usize,
     /// llama: layers offloaded to the GPU (needs the `cuda` feature; 0 = CPU only).
     pub gpu_layers: u32,
+    /// llama: which of llama.cpp's CPU kernels to load in a `llama-cpu-variants` build: `auto`
+    /// (the best this CPU runs), or a variant (`x64`, `sse42`, `haswell`, `skylakex`, ...; see
+    /// `cairn stats`). A static build has one set, compiled in.
+    pub cpu_variant: String,
     /// Generations running at once; more wait in a queue.
     pub max_concurrent: usize,
     /// How long a generation waits for a slot before the caller gets 503 + Retry-After.
@@ -117,6 +121,7 @@ impl Default for GeneratorConfig {
             context_tokens: 4096,
             threads: 0,
             gpu_layers: 0,
+            cpu_variant: "auto".into(),
             max_concurrent: 1,
             queue_timeout_ms: 30_000,
             max_tokens: 512,

@@ -1,7 +1,8 @@
 //! Local generation with llama.cpp (`llama-cpp-2`): a GGUF model loaded once at start, its
 //! chat template read from the GGUF metadata, decoding on a blocking thread.
 //!
-//! llama.cpp's backend can be initialised once per process, so it lives in a `OnceLock`;
+//! llama.cpp's backend can be initialised once per process, so it lives in a `OnceLock`, with
+//! the CPU kernels chosen for it (`kernels`);
 //! contexts are created per generation (cheap next to decoding) under a lock, because creating
 //! two contexts of one model at the same time is not sound in llama.cpp.
 
@@ -20,26 +21,47 @@ use llama_cpp_2::sampling::LlamaSampler;
 use tokio::sync::mpsc;
 
 use super::{
-    ChatMessage, GenEvent, GenParams, GenStats, GenUsage, Generation, Generator, Slot, Slots,
-    Utf8Pieces,
+    kernels, ChatMessage, CpuKernels, GenEvent, GenParams, GenStats, GenUsage, Generation,
+    Generator, Slot, Slots, Utf8Pieces,
 };
 use crate::config::{Backend, GeneratorConfig};
 use crate::error::{Code, Error, Result};
 
-static BACKEND: OnceLock<std::result::Result<LlamaBackend, String>> = OnceLock::new();
+type Loaded = (LlamaBackend, CpuKernels);
+static BACKEND: OnceLock<Loaded> = OnceLock::new();
+/// Serialises the backend's initialisation; a failed one is not kept, so a later load with a
+/// corrected `cpu_variant` can succeed.
+static BACKEND_INIT: Mutex<()> = Mutex::new(());
 /// Serialises context creation (see the module docs).
 static CONTEXT_LOCK: Mutex<()> = Mutex::new(());
 
-fn backend() -> Result<&'static LlamaBackend> {
-    BACKEND
-        .get_or_init(|| {
-            let mut b = LlamaBackend::init().map_err(|e| e.to_string())?;
-            // llama.cpp logs every tensor at load; Cairn reports what matters itself.
-            b.void_logs();
-            Ok(b)
-        })
-        .as_ref()
-        .map_err(|e| Error::internal(format!("llama.cpp backend: {e}")))
+/// The process's llama.cpp backend. The first load chooses the CPU kernels (`cpu_variant`);
+/// they stay for the life of the process, so a later load naming others is refused.
+fn backend(cpu_variant: &str) -> Result<&'static Loaded> {
+    let unavailable = |message: String| Error::Unavailable {
+        code: Code::GeneratorUnavailable,
+        message: format!("llama.cpp: {message}"),
+    };
+    let loaded = |l: &'static Loaded| match cpu_variant {
+        "auto" => Ok(l),
+        v if v == l.1.variant => Ok(l),
+        v => Err(unavailable(format!(
+            "generator.cpu_variant = {v:?}, but this process already runs the {} kernels",
+            l.1.variant
+        ))),
+    };
+    if let Some(l) = BACKEND.get() {
+        return loaded(l);
+    }
+    let _init = BACKEND_INIT.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(l) = BACKEND.get() {
+        return loaded(l);
+    }
+    let kernels = kernels::load(cpu_variant).map_err(unavailable)?;
+    let mut b = LlamaBackend::init().map_err(|e| unavailable(e.to_string()))?;
+    // llama.cpp logs every tensor at load; Cairn reports what matters itself.
+    b.void_logs();
+    Ok(BACKEND.get_or_init(|| (b, kernels)))
 }
 
 /// The GGUF file to load: the configured path, else the first `*.gguf` under `models/llm/`.
@@ -90,13 +112,14 @@ pub struct LlamaGenerator {
     n_ctx: usize,
     threads: i32,
     slots: Slots,
+    kernels: CpuKernels,
 }
 
 impl LlamaGenerator {
     /// Loads the model (blocking: call from a blocking thread).
     pub fn load(cfg: &GeneratorConfig) -> Result<Self> {
         let path = locate_model(cfg.model.as_deref())?;
-        let backend = backend()?;
+        let (backend, kernels) = backend(&cfg.cpu_variant)?;
         let params = LlamaModelParams::default().with_n_gpu_layers(cfg.gpu_layers);
         let started = Instant::now();
         let model = LlamaModel::load_from_file(backend, &path, &params).map_err(|e| {
@@ -125,6 +148,8 @@ impl LlamaGenerator {
             n_ctx,
             threads,
             gpu_layers = cfg.gpu_layers,
+            cpu_variant = %kernels.variant,
+            cpu_features = %kernels.features.join(" "),
             ms = started.elapsed().as_millis() as u64,
             "llama model loaded"
         );
@@ -135,6 +160,7 @@ impl LlamaGenerator {
             n_ctx,
             threads,
             slots: Slots::new(cfg.max_concurrent, cfg.queue_timeout_ms),
+            kernels: kernels.clone(),
         })
     }
 
@@ -214,6 +240,10 @@ impl Generator for LlamaGenerator {
     fn stats(&self) -> GenStats {
         self.slots.stats()
     }
+
+    fn cpu_kernels(&self) -> Option<&CpuKernels> {
+        Some(&self.kernels)
+    }
 }
 
 struct Job {
@@ -246,7 +276,8 @@ impl Job {
 
     /// A context of the job's size, created under [`CONTEXT_LOCK`] (see the module docs).
     fn context(&self) -> Result<llama_cpp_2::context::LlamaContext<'_>> {
-        let backend = backend()?;
+        // Initialised by `load`, with the configured variant.
+        let (backend, _) = backend("auto")?;
         let n_ctx = NonZeroU32::new(self.n_ctx as u32);
         let ctx_params = LlamaContextParams::default()
             .with_n_ctx(n_ctx)

@@ -9,6 +9,8 @@
 //! [`Error::Busy`] (503 + `Retry-After`).
 
 #[cfg(feature = "llama")]
+mod kernels;
+#[cfg(feature = "llama")]
 pub mod llama;
 pub mod openai;
 
@@ -79,6 +81,16 @@ pub struct GenStats {
     pub generations: u64,
 }
 
+/// The llama.cpp CPU kernels a local generator runs (see `kernels`).
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct CpuKernels {
+    /// The CPU variant loaded (`haswell`, `x64`, ...; `generator.cpu_variant`), or `static`
+    /// in a build with one set of kernels linked in.
+    pub variant: String,
+    /// What the kernels were compiled with, as ggml names it (`AVX2`, `FMA`, `OPENMP`, ...).
+    pub features: Vec<String>,
+}
+
 /// A text generator.
 pub trait Generator: Send + Sync {
     fn backend(&self) -> Backend;
@@ -96,6 +108,10 @@ pub trait Generator: Send + Sync {
         params: GenParams,
     ) -> BoxFuture<'_, Result<Generation>>;
     fn stats(&self) -> GenStats;
+    /// The CPU kernels of a local model; `None` for remote APIs.
+    fn cpu_kernels(&self) -> Option<&CpuKernels> {
+        None
+    }
     /// Whether the generator can answer now (a loaded model; a reachable API).
     fn ready(&self) -> BoxFuture<'_, Result<()>> {
         Box::pin(async { Ok(()) })

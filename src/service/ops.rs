@@ -104,6 +104,10 @@ impl Cairn {
                     .map_or("none", |g| g.backend().as_str()),
                 model: self.generator.as_ref().map(|g| g.model().to_string()),
                 context_tokens: self.generator.as_ref().map(|g| g.context_tokens()),
+                cpu_kernels: self
+                    .generator
+                    .as_ref()
+                    .and_then(|g| g.cpu_kernels().cloned()),
                 counters: self
                     .generator
                     .as_ref()
@@ -127,11 +131,13 @@ impl Cairn {
                         status: "ok",
                         latency_ms,
                         error: None,
+                        detail: None,
                     },
                     Err(e) => ComponentHealth {
                         status: "error",
                         latency_ms,
                         error: Some(e),
+                        detail: None,
                     },
                 },
             )
@@ -177,7 +183,14 @@ impl Cairn {
         if let Some(g) = &self.generator {
             let t = Instant::now();
             let r = tokio::time::timeout(deadline, g.ready()).await;
-            let (n, c) = timed("generator", within("the generator", r), t);
+            let (n, mut c) = timed("generator", within("the generator", r), t);
+            c.detail = g.cpu_kernels().map(|k| {
+                format!(
+                    "llama.cpp CPU kernels {}: {}",
+                    k.variant,
+                    k.features.join(" ")
+                )
+            });
             components.insert(n, c);
         }
         Health {
@@ -202,6 +215,7 @@ impl Cairn {
                      reads go on, writes answer 507 `insufficient_storage` until space is freed"
                 )
             }),
+            detail: None,
         }
     }
 }

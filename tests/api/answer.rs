@@ -397,3 +397,117 @@ async fn cairn_ask_streams_an_answer_from_a_server() {
     assert!(sources.contains("[1] "), "{sources}");
     assert!(sources.contains("trail-cairns.txt"), "{sources}");
 }
+
+/// The instruction-set features ggml reports for its CPU kernels (`/stats`).
+fn kernel_features(stats: &Value) -> Vec<String> {
+    stats["generator"]["cpu_kernels"]["features"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no cpu_kernels: {stats}"))
+        .iter()
+        .map(|f| f.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Whether /proc/cpuinfo lists a CPU flag.
+fn cpu_has(flag: &str) -> bool {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .split_whitespace()
+        .any(|w| w == flag)
+}
+
+#[tokio::test]
+async fn stats_and_readiness_name_the_cpu_kernels_in_use() {
+    let app = spawn_app_with(use_llama).await;
+    let (s, stats) = app.get("/stats").await;
+    assert_eq!(s, 200, "{stats}");
+    let variant = stats["generator"]["cpu_kernels"]["variant"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let features = kernel_features(&stats);
+    let has = |f: &str| features.iter().any(|x| x == f);
+    if cfg!(feature = "llama-cpu-variants") {
+        // The best variant for this CPU: AVX2 kernels exactly when the CPU has AVX2, AVX-512
+        // ones when it has AVX-512.
+        assert_ne!(variant, "static");
+        assert_eq!(has("AVX2"), cpu_has("avx2"), "{variant}: {features:?}");
+        assert_eq!(has("AVX512"), cpu_has("avx512f"), "{variant}: {features:?}");
+    } else {
+        // One set, compiled in. Which features depends on the build target and on llama.cpp's
+        // CMake cache (kept between builds), so only that there is a list.
+        assert_eq!(variant, "static");
+        assert!(!features.is_empty());
+    }
+    let (s, ready) = app.get("/health/ready").await;
+    assert_eq!(s, 200, "{ready}");
+    let detail = ready["components"]["generator"]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&format!("CPU kernels {variant}:")),
+        "{detail}"
+    );
+}
+
+/// `cairn serve` with the local model and `generator.cpu_variant`; its first stdout line.
+fn serve_with_cpu_variant(data: &std::path::Path, variant: &str) -> std::process::Child {
+    crate::crash::cairn_cmd(data)
+        .env("CAIRN_GENERATOR__BACKEND", "llama")
+        .env("CAIRN_GENERATOR__CONTEXT_TOKENS", "2048")
+        .env("CAIRN_GENERATOR__CPU_VARIANT", variant)
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_cpu_variant_this_binary_cannot_run_stops_the_server_with_the_choices() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A static build has no variants to choose from; a variants build has none by that name.
+    let out = serve_with_cpu_variant(&tmp.path().join("d"), "pentium-pro")
+        .wait_with_output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("\"pentium-pro\""), "{err}");
+    if cfg!(feature = "llama-cpu-variants") {
+        assert!(
+            err.contains("it can run: auto, ") && err.contains("x64"),
+            "{err}"
+        );
+    } else {
+        assert!(err.contains("llama-cpu-variants"), "{err}");
+    }
+}
+
+/// The baseline kernels, chosen by name on a CPU that could run better ones, still answer.
+#[cfg(feature = "llama-cpu-variants")]
+#[tokio::test]
+async fn the_baseline_x64_kernels_answer_when_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("d");
+    let ingest = crate::crash::cairn_cmd(&data)
+        .args(["ingest", "data/samples/trail-cairns.txt"])
+        .output()
+        .unwrap();
+    assert!(ingest.status.success(), "{ingest:?}");
+    let mut child = serve_with_cpu_variant(&data, "x64");
+    let url = crate::cli::listening_url(&mut child);
+    let client = reqwest::Client::new();
+    let stats = crate::helpers::json_of(client.get(format!("{url}/stats"))).await;
+    let query = json!({"query": QUESTION, "max_tokens": 16});
+    let r = crate::helpers::json_of(client.post(format!("{url}/query")).json(&query)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        stats["generator"]["cpu_kernels"]["variant"], "x64",
+        "{stats}"
+    );
+    let features = kernel_features(&stats);
+    assert!(
+        !features.iter().any(|f| f.starts_with("AVX")),
+        "{features:?}"
+    );
+    assert!(!r["answer"].as_str().unwrap_or("").trim().is_empty(), "{r}");
+}

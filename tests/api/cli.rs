@@ -362,7 +362,7 @@ async fn eval_reports_metrics_on_a_beir_folder() {
 }
 
 /// The URL a spawned `cairn serve` prints once it listens.
-fn listening_url(child: &mut std::process::Child) -> String {
+pub fn listening_url(child: &mut std::process::Child) -> String {
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
@@ -431,15 +431,8 @@ async fn serve_accepts_uploads_and_exits_cleanly_on_sigterm() {
         .find(|r| r["status"] == "failed");
     assert_eq!(failed.unwrap()["error"]["code"], "payload_too_large", "{v}");
     let client = reqwest::Client::new();
-    let r: Value = client
-        .post(format!("{url}/search"))
-        .json(&serde_json::json!({"query": "wolframite"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let search = serde_json::json!({"query": "wolframite"});
+    let r = crate::helpers::json_of(client.post(format!("{url}/search")).json(&search)).await;
     assert_eq!(r["results"][0]["title"], "remote");
     let h = client
         .get(format!("{url}/health/ready"))

@@ -28,6 +28,11 @@ pub fn test_config(dir: &Path) -> Config {
     c
 }
 
+/// The JSON body of a request to a server outside this process (`cairn serve`).
+pub async fn json_of(req: reqwest::RequestBuilder) -> serde_json::Value {
+    req.send().await.unwrap().json().await.unwrap()
+}
+
 /// A server on a fresh temp data dir.
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
