@@ -33,6 +33,10 @@ pub struct QueryRequest {
     pub search: SearchRequest,
     #[serde(flatten)]
     pub options: AnswerOptions,
+    /// The user message's closing instruction in place of the default ("Answer the question …
+    /// citing them like [1]"): what an evaluation asks for (`eval::answers`). Not on the wire.
+    #[serde(skip)]
+    pub closing: Option<String>,
 }
 
 /// The generation settings of a `/query`.
@@ -71,7 +75,11 @@ impl<'de> Deserialize<'de> for QueryRequest {
             serde_json::from_value(serde_json::Value::Object(all)).map_err(D::Error::custom)?;
         let options =
             serde_json::from_value(serde_json::Value::Object(opts)).map_err(D::Error::custom)?;
-        Ok(Self { search, options })
+        Ok(Self {
+            search,
+            options,
+            closing: None,
+        })
     }
 }
 
@@ -434,6 +442,7 @@ impl Cairn {
         let QueryRequest {
             mut search,
             options,
+            closing,
         } = req;
         let gen = self.pick_generator(options.generator.as_deref())?;
         let params = self.gen_params(&options, gen.as_ref())?;
@@ -491,7 +500,7 @@ impl Cairn {
             });
         }
         let plan = self
-            .start_generation(&gen, &question, &mut hits, history, params)
+            .start_generation(&gen, (&question, closing), &mut hits, history, params)
             .await?;
         Ok(Prepared {
             citations: number(&hits),
@@ -544,7 +553,7 @@ impl Cairn {
     async fn start_generation(
         &self,
         gen: &Arc<dyn Generator>,
-        question: &str,
+        (question, closing): (&str, Option<String>),
         hits: &mut Vec<SearchHit>,
         history: Vec<ChatMessage>,
         params: GenParams,
@@ -557,7 +566,8 @@ impl Cairn {
             let build = move |hits: &[SearchHit], history: &[ChatMessage]| {
                 let mut m = vec![ChatMessage::new("system", instructions.clone())];
                 m.extend(history.iter().cloned());
-                m.push(ChatMessage::new("user", user_prompt(hits, question)));
+                let user = user_prompt(hits, question, closing.as_deref());
+                m.push(ChatMessage::new("user", user));
                 let n = g.prompt_tokens(&m)?;
                 Ok::<_, Error>((m, n))
             };
@@ -620,8 +630,9 @@ fn number(hits: &[SearchHit]) -> Vec<Citation> {
 }
 
 /// The user message: the question, the numbered passages, and the question again with the
-/// citation rule (small models lose a question that only comes before long context).
-pub fn user_prompt(hits: &[SearchHit], question: &str) -> String {
+/// citation rule (small models lose a question that only comes before long context), or the
+/// caller's own closing instruction.
+pub fn user_prompt(hits: &[SearchHit], question: &str, closing: Option<&str>) -> String {
     let mut s = format!("Question: {question}\n\nPassages:\n\n");
     for (i, h) in hits.iter().enumerate() {
         s.push_str(&format!("[{}] {}", i + 1, h.title));
@@ -635,9 +646,12 @@ pub fn user_prompt(hits: &[SearchHit], question: &str) -> String {
         s.push_str(h.text.trim());
         s.push_str("\n\n");
     }
-    s.push_str(&format!(
-        "Answer the question \"{question}\" in a few sentences, using only these passages and citing them like [1]."
-    ));
+    match closing {
+        Some(c) => s.push_str(c),
+        None => s.push_str(&format!(
+            "Answer the question \"{question}\" in a few sentences, using only these passages and citing them like [1]."
+        )),
+    }
     s
 }
 
@@ -945,7 +959,7 @@ mod tests {
             let m: Vec<ChatMessage> = hist
                 .iter()
                 .cloned()
-                .chain([ChatMessage::new("user", user_prompt(h, "q"))])
+                .chain([ChatMessage::new("user", user_prompt(h, "q", None))])
                 .collect();
             let n = m.iter().map(|m| m.content.len()).sum();
             Ok((m, n))

@@ -9,6 +9,8 @@
 //! as BEIR/pytrec_eval do for SciFact; queries without any relevant document in the qrels are
 //! skipped.
 
+pub mod answers;
+
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;

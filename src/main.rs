@@ -46,6 +46,7 @@ fn main() -> ExitCode {
         } => (*addr, gen.clone(), *auth),
         Cmd::Ask(a) => (None, a.gen.clone(), None),
         Cmd::Bench(b) => (None, b.gen.clone(), None),
+        Cmd::Eval(e) => (None, e.gen.clone(), None),
         _ => (None, GenArgs::default(), None),
     };
     let overrides = Overrides {

@@ -267,6 +267,19 @@ pub struct EvalArgs {
     /// (`qid Q0 doc rank score tag`); needs a single `--mode`.
     #[arg(long, value_name = "FILE")]
     pub run: Option<PathBuf>,
+    /// Score grounded answers on the dataset's claims (`claims/claims_dev.jsonl` and
+    /// `corpus_sentences.jsonl.gz`) instead of retrieval: labels, citations, speed. Needs a
+    /// generator (`--generator`).
+    #[arg(long)]
+    pub answers: bool,
+    /// --answers: only the first N claims.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// --answers: answer length in tokens.
+    #[arg(long, default_value_t = 64)]
+    pub max_tokens: u32,
+    #[command(flatten)]
+    pub gen: GenArgs,
 }
 
 #[derive(Args)]

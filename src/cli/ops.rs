@@ -101,6 +101,28 @@ pub async fn check(config: Config, repair: bool, json: bool) -> Result<ExitCode,
 }
 
 /// `cairn eval`; `reuse`: ingest into the configured data dir (kept) instead of a scratch one.
+/// `cairn eval --answers`: the claims asked and scored (`cairn::eval::answers`).
+async fn eval_answers(cairn: &Cairn, a: &EvalArgs) -> Result<ExitCode, Error> {
+    let progress = |n: usize, total: usize| {
+        if n.is_multiple_of(10) || n == total {
+            eprintln!("eval: {n}/{total} claims answered");
+        }
+    };
+    let r = cairn::eval::answers::run(cairn, &a.dataset, a.limit, a.max_tokens, &progress).await?;
+    if a.json {
+        say!("{}", serde_json::to_string(&r)?);
+    } else {
+        say!(
+            "{} claims ({} with evidence) with {}, max_tokens {}:\n  labels: accuracy {:.4}, macro-F1 {:.4}, predicted {:?}\n  citations: precision {:.4}, recall {:.4}; verdicts citing nothing {:.4}; refused by the relevance gate {}\n  time to first token p50 {:.0} ms, p95 {:.0} ms; decode p50 {:.1} tokens/s",
+            r.claims, r.with_evidence, r.generator, r.max_tokens,
+            r.label_accuracy, r.macro_f1, r.predicted,
+            r.citation_precision, r.citation_recall, r.uncited_verdicts, r.refused_by_relevance_gate,
+            r.ttft_ms_p50, r.ttft_ms_p95, r.decode_tokens_per_s_p50
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub async fn eval(config: Config, reuse: bool, a: EvalArgs) -> Result<ExitCode, Error> {
     let opts = cairn::eval::EvalOptions {
         mode: Default::default(),
@@ -130,8 +152,11 @@ pub async fn eval(config: Config, reuse: bool, a: EvalArgs) -> Result<ExitCode, 
     // Each mode runs the same queries: cached query vectors would hide the embedding time in
     // the latency figures of the later modes.
     config.search.query_cache_size = 0;
+    if a.answers {
+        config.answer.system_prompt = cairn::eval::answers::VERDICT_PROMPT.into();
+    }
     let _scratch = ScratchDir::unless(reuse, &mut config)?;
-    let cairn = Cairn::open(config).await?;
+    let mut cairn = Cairn::open(config).await?;
     let corpus = cairn::eval::load_corpus(dataset)?;
     let total = corpus.len();
     eprintln!(
@@ -164,6 +189,10 @@ pub async fn eval(config: Config, reuse: bool, a: EvalArgs) -> Result<ExitCode, 
         );
     } else {
         eprintln!("eval: corpus already ingested (unchanged)");
+    }
+    if a.answers {
+        cairn.load_generator().await?;
+        return eval_answers(&cairn, &a).await;
     }
     let mut results = Vec::new();
     let mut run_file = match run {

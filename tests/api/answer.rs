@@ -386,12 +386,7 @@ async fn cairn_ask_streams_an_answer_from_a_server() {
         .output()
         .await
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeded(&out);
     let (answer, sources) = stdout.split_once("\nSources:\n").expect("a sources list");
     assert!(!answer.trim().is_empty());
     assert!(sources.contains("[1] "), "{sources}");
@@ -510,4 +505,114 @@ async fn the_baseline_x64_kernels_answer_when_named() {
         "{features:?}"
     );
     assert!(!r["answer"].as_str().unwrap_or("").trim().is_empty(), "{r}");
+}
+
+/// The stdout of a command that must have succeeded (both streams in the failure message).
+fn succeeded(out: &std::process::Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout} {stderr}");
+    stdout
+}
+
+/// A SciFact-shaped folder: three abstracts, a claim the first one supports, one the second
+/// contradicts, and one nothing bears on.
+fn tiny_scifact(dir: &std::path::Path) {
+    let abstracts = [
+        (
+            "11",
+            "Cairns",
+            [
+                "Trail cairns are piles of stones that mark a route across open ground.",
+                "Hikers should never add stones to them.",
+            ],
+        ),
+        (
+            "12",
+            "Lakes",
+            [
+                "Mountain lakes freeze from the top down in winter.",
+                "Fish survive under the ice.",
+            ],
+        ),
+        (
+            "13",
+            "Maps",
+            [
+                "Topographic maps show elevation with contour lines.",
+                "Each line joins points of equal height.",
+            ],
+        ),
+    ];
+    let mut corpus = String::new();
+    let mut sentences = String::new();
+    for (id, title, s) in abstracts {
+        corpus += &format!(
+            "{}\n",
+            json!({"_id": id, "title": title, "text": s.join(" ")})
+        );
+        sentences += &format!(
+            "{}\n",
+            json!({"doc_id": id.parse::<u64>().unwrap(), "title": title, "abstract": s})
+        );
+    }
+    let claims = [
+        json!({"id": 1, "claim": "Trail cairns are piles of stones that mark a route.", "evidence": {"11": [{"sentences": [0], "label": "SUPPORT"}]}, "cited_doc_ids": [11]}),
+        json!({"id": 2, "claim": "Mountain lakes freeze from the bottom up.", "evidence": {"12": [{"sentences": [0], "label": "CONTRADICT"}]}, "cited_doc_ids": [12]}),
+        json!({"id": 3, "claim": "Volcanoes on Mars are taller than Everest.", "evidence": {}, "cited_doc_ids": []}),
+    ];
+    std::fs::create_dir_all(dir.join("claims")).unwrap();
+    std::fs::write(dir.join("corpus.jsonl"), corpus).unwrap();
+    std::fs::write(dir.join("claims/corpus_sentences.jsonl"), sentences).unwrap();
+    let lines: Vec<String> = claims.iter().map(|c| c.to_string()).collect();
+    std::fs::write(dir.join("claims/claims_dev.jsonl"), lines.join("\n")).unwrap();
+}
+
+#[tokio::test]
+async fn eval_answers_scores_labels_and_citations_of_the_local_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dataset = tmp.path().join("scifact");
+    tiny_scifact(&dataset);
+    let out = crate::crash::cairn_cmd(&tmp.path().join("d"))
+        .args([
+            "eval",
+            "--answers",
+            "--generator",
+            "llama",
+            "--max-tokens",
+            "24",
+            "--json",
+        ])
+        .arg("--dataset")
+        .arg(&dataset)
+        .output()
+        .unwrap();
+    let stdout = succeeded(&out);
+    let r: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(r["claims"], 3, "{r}");
+    assert_eq!(r["with_evidence"], 2, "{r}");
+    let predicted: u64 = r["predicted"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        predicted, 3,
+        "every claim is answered and counted once: {r}"
+    );
+    for k in [
+        "label_accuracy",
+        "macro_f1",
+        "citation_precision",
+        "citation_recall",
+        "uncited_verdicts",
+    ] {
+        let x = r[k].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&x), "{k}: {r}");
+    }
+    // The model ran (the unrelated claim may be refused by the relevance gate; the others not).
+    assert!(r["ttft_ms_p50"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(r["refused_by_relevance_gate"].as_u64().unwrap() <= 1, "{r}");
+    assert!(r["generator"].as_str().unwrap().starts_with("llama"), "{r}");
 }
