@@ -173,6 +173,14 @@ pub struct QueryTiming {
     pub total_ms: f64,
 }
 
+/// Decode speed of an answer: tokens after the first over the time after the first token;
+/// `None` when fewer than two tokens were generated.
+pub fn decode_tokens_per_s(usage: &QueryUsage, timing: &QueryTiming) -> Option<f64> {
+    let decode_s = (timing.generate_ms - timing.generator_ttft_ms) / 1e3;
+    (usage.completion_tokens > 1 && decode_s > 0.0)
+        .then(|| (usage.completion_tokens - 1) as f64 / decode_s)
+}
+
 /// The generator that answered.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct GeneratorInfo {

@@ -291,10 +291,10 @@ pub async fn query(
         overhead.push(first - g);
         ratio.push((first - g) / search_ms);
         prompt.push(done.usage.prompt_tokens as f64);
-        let decode_ms = done.timing.generate_ms - g;
-        if done.usage.completion_tokens > 1 && decode_ms > 0.0 {
-            tps.push((done.usage.completion_tokens - 1) as f64 / (decode_ms / 1e3));
-        }
+        tps.extend(crate::answer::decode_tokens_per_s(
+            &done.usage,
+            &done.timing,
+        ));
     }
     Ok(QueryBench {
         docs: n_docs,

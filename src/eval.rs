@@ -287,7 +287,7 @@ pub async fn run(
     distinct.sort_by(f64::total_cmp);
     lat.sort_by(f64::total_cmp);
     let n = queries.len() as f64;
-    let r4 = |x: f64| (x * 10_000.0).round() / 10_000.0;
+    let r4 = round4;
     Ok(EvalResult {
         mode,
         rerank: opts.rerank,
@@ -309,6 +309,11 @@ pub async fn run(
             p95: r4(percentile(&lat, 0.95)),
         },
     })
+}
+
+/// A score as reported: four decimals.
+fn round4(x: f64) -> f64 {
+    (x * 10_000.0).round() / 10_000.0
 }
 
 /// The `/search` request of one evaluated query: the API's largest page.

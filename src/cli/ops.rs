@@ -100,7 +100,6 @@ pub async fn check(config: Config, repair: bool, json: bool) -> Result<ExitCode,
     })
 }
 
-/// `cairn eval`; `reuse`: ingest into the configured data dir (kept) instead of a scratch one.
 /// `cairn eval --answers`: the claims asked and scored (`cairn::eval::answers`).
 async fn eval_answers(cairn: &Cairn, a: &EvalArgs) -> Result<ExitCode, Error> {
     let progress = |n: usize, total: usize| {
@@ -123,6 +122,7 @@ async fn eval_answers(cairn: &Cairn, a: &EvalArgs) -> Result<ExitCode, Error> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `cairn eval`; `reuse`: ingest into the configured data dir (kept) instead of a scratch one.
 pub async fn eval(config: Config, reuse: bool, a: EvalArgs) -> Result<ExitCode, Error> {
     let opts = cairn::eval::EvalOptions {
         mode: Default::default(),

@@ -19,8 +19,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::{open_maybe_gz, percentile};
-use crate::answer::{Citation, QueryRequest};
+use super::{open_maybe_gz, percentile, round4};
+use crate::answer::{decode_tokens_per_s, Citation, QueryRequest};
 use crate::error::{Error, Result};
 use crate::service::Cairn;
 
@@ -29,12 +29,21 @@ pub const VERDICT_PROMPT: &str = "You check scientific claims against numbered p
 Start your answer with exactly one verdict: SUPPORTED, REFUTED or NOT ENOUGH EVIDENCE. Then \
 say why in one or two sentences, citing the passages you used like [1]. Use only the passages.";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Verdict {
     Supported,
     Refuted,
     NotEnoughEvidence,
+}
+
+impl Verdict {
+    fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Supported => "supported",
+            Verdict::Refuted => "refuted",
+            Verdict::NotEnoughEvidence => "not_enough_evidence",
+        }
+    }
 }
 
 const VERDICTS: [Verdict; 3] = [
@@ -313,11 +322,7 @@ async fn ask(
     }
     if r.timing.ttft_ms > 0.0 {
         t.ttft.push(r.timing.ttft_ms);
-        let decode_s = (r.timing.generate_ms - r.timing.generator_ttft_ms) / 1e3;
-        if r.usage.completion_tokens > 1 && decode_s > 0.0 {
-            t.tps
-                .push((r.usage.completion_tokens - 1) as f64 / decode_s);
-        }
+        t.tps.extend(decode_tokens_per_s(&r.usage, &r.timing));
     }
     Ok(())
 }
@@ -347,17 +352,12 @@ async fn cites_evidence(
 
 fn report(mut t: Tally, claims: &[Claim], generator: String, max_tokens: u32) -> AnswerEval {
     let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
-    let r4 = |x: f64| (x * 10_000.0).round() / 10_000.0;
+    let r4 = round4;
     let with_evidence = claims.iter().filter(|c| !c.evidence.is_empty()).count();
     let correct = t.pairs.iter().filter(|(g, p)| Some(*g) == *p).count();
     let mut predicted = HashMap::new();
     for (_, p) in &t.pairs {
-        let name = p.map_or("none".to_string(), |v| {
-            serde_json::to_value(v)
-                .ok()
-                .and_then(|s| s.as_str().map(str::to_string))
-                .unwrap_or_default()
-        });
+        let name = p.map_or("none", Verdict::as_str).to_string();
         *predicted.entry(name).or_insert(0) += 1;
     }
     t.ttft.sort_by(f64::total_cmp);
